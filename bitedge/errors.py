@@ -1,0 +1,54 @@
+"""The bitedge error family.
+
+Every failure a user can cause or fix raises a subclass of :class:`BitEdgeError` whose message says what was
+wrong and what to do about it. The CLI maps each class to an exit code (see ``EXIT_CODE``) and prints the
+message on one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class BitEdgeError(Exception):
+    """Base class of every error bitedge raises on purpose."""
+
+    exit_code: int = 1
+
+
+class BadInputError(BitEdgeError, ValueError):
+    """A checkpoint, config, image or path given by the user is unusable."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInputError):
+    """A BiT configuration is invalid (unknown layer type, mismatched depths and sizes, ...)."""
+
+
+class CheckpointError(BadInputError):
+    """A checkpoint cannot be read or does not fit the architecture it claims."""
+
+
+class ImageError(BadInputError):
+    """An image cannot be decoded or converted."""
+
+
+class UnknownTargetError(BadInputError):
+    """A conversion target or precision name is not known."""
+
+
+class MissingRuntimeError(BitEdgeError):
+    """An optional runtime (onnxruntime, OpenVINO, coremltools, TensorRT) is not installed or not usable."""
+
+    exit_code = 1
+
+
+class CalibrationError(BitEdgeError):
+    """Calibration could not produce a usable quantization table."""
+
+    exit_code = 1
+
+
+class ParityError(BitEdgeError):
+    """An artifact does not match the float reference within its budget."""
+
+    exit_code = 1
