@@ -48,4 +48,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'bitedge' has no attribute {name!r}")
 
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "PRESETS",
+    "BitBackbone",
+    "BitConfig",
+    "BitEdgeError",
+    "BitForImageClassification",
+    "BitImageProcessor",
+    "BitModel",
+    "BitPreTrainedModel",
+    "CheckpointSource",
+    "__version__",
+    "load_model",
+]

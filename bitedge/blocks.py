@@ -57,7 +57,8 @@ class BitEmbeddings(nn.Module):
             raise ValueError(
                 f"expected pixel values of shape (N, {self.num_channels}, H, W), got {tuple(pixel_values.shape)}"
             )
-        return self.pooler(self.norm(self.pad(self.convolution(pixel_values))))
+        out: Tensor = self.pooler(self.norm(self.pad(self.convolution(pixel_values))))
+        return out
 
 
 class BitDownsampleConv(nn.Module):
@@ -69,7 +70,8 @@ class BitDownsampleConv(nn.Module):
         self.norm: nn.Module = nn.Identity() if preact else _norm(config, cout, act=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x))
+        out: Tensor = self.norm(self.conv(x))
+        return out
 
 
 class BitPreActivationBottleneckLayer(nn.Module):
@@ -95,7 +97,8 @@ class BitPreActivationBottleneckLayer(nn.Module):
         x = self.conv1(preact)
         x = self.conv2(self.norm2(x))
         x = self.conv3(self.norm3(x))
-        return self.drop_path(x) + shortcut
+        out: Tensor = self.drop_path(x) + shortcut
+        return out
 
 
 class BitBottleneckLayer(nn.Module):
@@ -129,7 +132,8 @@ class BitBottleneckLayer(nn.Module):
         x = self.norm1(self.conv1(x))
         x = self.norm2(self.conv2(x))
         x = self.norm3(self.conv3(x))
-        return self.activation(self.drop_path(x) + shortcut)
+        out: Tensor = self.activation(self.drop_path(x) + shortcut)
+        return out
 
 
 class BitStage(nn.Module):
@@ -167,4 +171,3 @@ class BitStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)  # type: ignore[no-any-return]
-

@@ -16,7 +16,7 @@ from typing import Any
 from bitedge.errors import ConfigError
 
 LAYER_TYPES = ("preactivation", "bottleneck")
-PADDINGS = (None, "SAME", "VALID")
+PADDINGS = (None, "SAME")
 ACTIVATIONS = ("relu", "gelu", "silu", "swish")
 CONFIG_NAME = "config.json"
 
@@ -77,8 +77,13 @@ class BitConfig:
             raise ConfigError(f"layer_type {self.layer_type!r} is not one of {', '.join(LAYER_TYPES)}")
         if isinstance(self.global_padding, str):
             self.global_padding = self.global_padding.upper()
+        if self.global_padding == "VALID":
+            raise ConfigError(
+                "global_padding 'VALID' cannot build a working BiT (unpadded 3x3 convs shrink the residual "
+                "branch below its shortcut; transformers fails at run time); use null or 'SAME'"
+            )
         if self.global_padding not in PADDINGS:
-            raise ConfigError(f"global_padding {self.global_padding!r} must be null, 'SAME' or 'VALID'")
+            raise ConfigError(f"global_padding {self.global_padding!r} must be null or 'SAME'")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
         if not isinstance(self.drop_path_rate, int | float) or not 0.0 <= self.drop_path_rate < 1.0:
@@ -157,8 +162,8 @@ class BitConfig:
                 kwargs[key] = value
             elif key not in ("model_type", "label2id", "stage_names", "transformers_version"):
                 extra[key] = value
-        if "id2label" not in kwargs and "num_labels" not in kwargs:
-            kwargs["num_labels"] = 2
+        if isinstance(kwargs.get("id2label"), dict):
+            kwargs["num_labels"] = len(kwargs["id2label"])  # transformers stores the labels, not the count
         try:
             return cls(**kwargs, extra=extra)
         except TypeError as exc:  # a value of the wrong JSON type reached a comparison

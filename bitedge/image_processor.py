@@ -102,9 +102,7 @@ class BitImageProcessor:
         raise ConfigError("input size depends on each image: enable center crop or give size height/width")
 
     # -------------------------------------------------------------------------------------------- processing
-    def __call__(
-        self, images: ImageInput | Sequence[ImageInput], return_tensors: str | None = "np"
-    ) -> dict[str, Any]:
+    def __call__(self, images: ImageInput | Sequence[ImageInput], return_tensors: str | None = "np") -> dict[str, Any]:
         """Preprocess one image or a list; returns ``{"pixel_values": array or tensor (N, 3, H, W)}``."""
         batch = [images] if isinstance(images, str | Path | Image.Image | np.ndarray) else list(images)
         arrays = [self.preprocess_one(img) for img in batch]
@@ -196,7 +194,8 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
         return np.repeat(hwc, 3, axis=-1)
     if hwc.shape[-1] == 4:
         alpha = hwc[..., 3:4] / 255
-        return np.round(alpha * hwc[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        composite: np.ndarray = np.round(alpha * hwc[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        return composite
     return hwc
 
 

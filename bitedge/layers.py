@@ -26,14 +26,12 @@ def make_div(value: float, divisor: int = 8) -> int:
 def get_padding(padding: str | None, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, bool]:
     """Static padding for a conv/pool, and whether it must instead be computed per input ("SAME", dynamic).
 
-    ``None`` is PyTorch-style symmetric padding; "VALID" is none; "SAME" is TF-style, static when stride 1
-    and the kernel is odd, else dynamic (asymmetric, depends on the input size).
+    ``None`` is PyTorch-style symmetric padding; "SAME" is TF-style, static when stride 1 and the kernel is
+    odd, else dynamic (asymmetric, depends on the input size).
     """
     symmetric = ((stride - 1) + dilation * (kernel_size - 1)) // 2
     if padding is None:
         return symmetric, False
-    if padding == "VALID":
-        return 0, False
     if stride == 1 and (dilation * (kernel_size - 1)) % 2 == 0:
         return symmetric, False
     return 0, True
@@ -94,7 +92,8 @@ class WeightStandardizedConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if self.pad is not None:
             x = self.pad(x)
-        return self._conv_forward(x, self.standardized_weight(), self.bias)
+        out: Tensor = self._conv_forward(x, self.standardized_weight(), self.bias)
+        return out
 
 
 def activation(name: str) -> nn.Module:
@@ -121,7 +120,8 @@ class BitGroupNormActivation(nn.GroupNorm):
         self.activation = activation(act) if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+        out: Tensor = self.activation(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+        return out
 
 
 class BitMaxPool2d(nn.Module):

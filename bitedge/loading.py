@@ -36,7 +36,12 @@ from bitedge.modeling import MODEL_CLASSES, BitForImageClassification, BitModel,
 from bitedge.presets import PRESETS
 
 NPZ_WS_EPS = 1e-10  # the original Google code standardizes with this eps
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def load_model(
@@ -87,14 +92,10 @@ def load_model(
     return model
 
 
-def _load_preset(
-    name: str, model_class: type[BitPreTrainedModel] | None, config: BitConfig | None, seed: int
-) -> Any:
+def _load_preset(name: str, model_class: type[BitPreTrainedModel] | None, config: BitConfig | None, seed: int) -> Any:
     preset = PRESETS.get(name)
     if preset is None:
-        raise CheckpointError(
-            f"{name}: no such file, directory or preset name; presets are {', '.join(PRESETS)}"
-        )
+        raise CheckpointError(f"{name}: no such file, directory or preset name; presets are {', '.join(PRESETS)}")
     model = (model_class or BitForImageClassification)(config or preset.config())
     model.init_weights(seed)
     model.eval()

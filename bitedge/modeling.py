@@ -7,6 +7,7 @@ converted artifact is measured against.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ class BitEncoder(nn.Module):
         # runs under torch.device("meta").
         flat = np.linspace(0, config.drop_path_rate, sum(config.depths)).astype(np.float32).tolist()
         bounds = np.cumsum([0, *config.depths]).tolist()
-        rates = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        rates = [flat[a:b] for a, b in itertools.pairwise(bounds)]
         cin, current_stride, dilation = config.embedding_size, 4, 1
         for idx, (depth, cout) in enumerate(zip(config.depths, stage_widths(config), strict=True)):
             stride = 1 if idx == 0 else 2

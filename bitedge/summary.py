@@ -49,7 +49,9 @@ class ModelSummary:
         return [f"{key:<16} {value}" for key, value in rows]
 
 
-def count_macs(config: BitConfig, resolution: int, model_class: type[BitPreTrainedModel] = BitForImageClassification) -> int:
+def count_macs(
+    config: BitConfig, resolution: int, model_class: type[BitPreTrainedModel] = BitForImageClassification
+) -> int:
     """MACs of one forward pass at ``resolution`` x ``resolution``, counted on the meta device."""
     with torch.device("meta"):
         model = model_class(config)
@@ -78,6 +80,7 @@ def count_parameters(config: BitConfig, model_class: type[BitPreTrainedModel] = 
 
 def summarize(name: str, model_or_config: BitPreTrainedModel | BitConfig, resolution: int) -> ModelSummary:
     """Summary of a loaded model, or of a bare config (then nothing is allocated)."""
+    model_class: type[BitPreTrainedModel]
     if isinstance(model_or_config, BitConfig):
         config, model_class, source = model_or_config, BitForImageClassification, None
         parameters = count_parameters(config)

@@ -53,7 +53,9 @@ def read_pickle(path: Path) -> StateDict:
             "bitedge only loads plain state dicts; save one with torch.save(model.state_dict()) or use safetensors"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); is it truncated?") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); is it truncated?"
+        ) from None
     return _as_state_dict(obj, path)
 
 
@@ -62,7 +64,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except ValueError as exc:
-        raise CheckpointError(f"{path}: refused: the .npz holds pickled objects ({exc}); only arrays are loaded") from None
+        raise CheckpointError(
+            f"{path}: refused: the .npz holds pickled objects ({exc}); only arrays are loaded"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz file ({exc}); is it truncated?") from None
 
@@ -78,7 +82,7 @@ def _as_state_dict(obj: object, path: Path) -> StateDict:
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(bad[:5])}; expected a state dict")
-    return obj  # type: ignore[return-value]
+    return obj
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,7 +25,9 @@ _TIMM_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^head\.fc\.(weight|bias)$"), r"classifier.1.\1"),
 ]
 
-_NPZ_UNIT = re.compile(r"^block(\d+)/unit(\d+)/(a|b|c)/(proj/)?(group_norm/gamma|group_norm/beta|standardized_conv2d/kernel)$")
+_NPZ_UNIT = re.compile(
+    r"^block(\d+)/unit(\d+)/(a|b|c)/(proj/)?(group_norm/gamma|group_norm/beta|standardized_conv2d/kernel)$"
+)
 _NPZ_PART = {"a": "1", "b": "2", "c": "3"}
 _NPZ_FIXED = {
     "root_block/standardized_conv2d/kernel": "bit.embedder.convolution.weight",
