@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitedge.errors import ConfigError
+from bitedge.jsonfiles import read_json_object, write_json
 
 LAYER_TYPES = ("preactivation", "bottleneck")
 PADDINGS = (None, "SAME")
@@ -172,15 +173,7 @@ class BitConfig:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BitConfig:
         """Read ``config.json`` from a directory (or the file itself)."""
-        path = Path(path)
-        file = path / CONFIG_NAME if path.is_dir() else path
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"no {CONFIG_NAME} at {path}; a transformers directory needs one") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read {file}: {exc}; it must be a JSON object") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, CONFIG_NAME))
 
     def to_dict(self) -> dict[str, Any]:
         """A transformers-compatible dict (what ``config.json`` holds)."""
@@ -201,11 +194,7 @@ class BitConfig:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` into ``directory`` (created if needed); returns the file path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        file = directory / CONFIG_NAME
-        file.write_text(self.to_json_string(), encoding="utf-8")
-        return file
+        return write_json(directory, CONFIG_NAME, self.to_dict())
 
 
 def _positive_int(name: str, value: Any, limit: int) -> int:

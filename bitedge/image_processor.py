@@ -10,7 +10,6 @@ before RGB conversion; transformers lets PIL clip them at 255, which turns most 
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bitedge.errors import ConfigError, ImageError
+from bitedge.jsonfiles import read_json_object, write_json
 
 PROCESSOR_NAME = "preprocessor_config.json"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -70,27 +70,13 @@ class BitImageProcessor:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BitImageProcessor:
         """Read ``preprocessor_config.json`` from a directory (or the file itself)."""
-        path = Path(path)
-        file = path / PROCESSOR_NAME if path.is_dir() else path
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"no {PROCESSOR_NAME} at {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read {file}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, PROCESSOR_NAME))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "image_processor_type": "BitImageProcessor"}
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        file = directory / PROCESSOR_NAME
-        file.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return file
+        return write_json(directory, PROCESSOR_NAME, self.to_dict())
 
     @property
     def input_size(self) -> tuple[int, int]:
