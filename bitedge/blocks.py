@@ -12,6 +12,7 @@ on the projection, ReLU after the add.
 
 from __future__ import annotations
 
+import torch.fx
 from torch import Tensor, nn
 
 from bitedge.config import BitConfig
@@ -23,6 +24,14 @@ from bitedge.layers import (
     activation,
     make_div,
 )
+
+
+@torch.fx.wrap
+def check_pixel_values(pixel_values: Tensor, num_channels: int) -> Tensor:
+    """Refuse inputs that are not (N, num_channels, H, W); a graph tracer records this as one opaque call."""
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(f"expected pixel values of shape (N, {num_channels}, H, W), got {tuple(pixel_values.shape)}")
+    return pixel_values
 
 
 def _ws_conv(config: BitConfig, cin: int, cout: int, k: int, *, stride: int = 1, dilation: int = 1) -> nn.Module:
@@ -53,10 +62,7 @@ class BitEmbeddings(nn.Module):
         self.norm: nn.Module = nn.Identity() if preact else _norm(config, config.embedding_size)
 
     def forward(self, pixel_values: Tensor) -> Tensor:  # (N, C, H, W) -> (N, E, H/4, W/4)
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.num_channels:
-            raise ValueError(
-                f"expected pixel values of shape (N, {self.num_channels}, H, W), got {tuple(pixel_values.shape)}"
-            )
+        pixel_values = check_pixel_values(pixel_values, self.num_channels)
         out: Tensor = self.pooler(self.norm(self.pad(self.convolution(pixel_values))))
         return out
 

@@ -1,0 +1,234 @@
+"""Emit an ONNX graph (opset 21) from a folded BiT deploy graph.
+
+The deploy model is traced with ``torch.fx`` and each node becomes the ONNX op a runtime fuses best: Conv,
+native ``GroupNormalization`` (not an InstanceNormalization chain), Pad, MaxPool, Add, GlobalAveragePool,
+Gemm. Shapes come from one shape-propagation pass at the artifact's input size, which also fixes TF "SAME"
+pads (they depend on the image size, not the batch). Everything the graph computes is in this one table
+of node handlers, so what TensorRT and OpenVINO receive is known exactly.
+
+fp16: weights and activations are float16 while inputs and outputs stay float32 (Casts at both ends), and
+every GroupNormalization runs in float32 (Casts around it): its variance overflows fp16 beyond ~256.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn import functional as F
+
+from bitedge.blocks import check_pixel_values
+from bitedge.errors import BitEdgeError
+from bitedge.layers import DynamicPad2d
+
+OPSET = 21
+INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
+
+
+class ExportError(BitEdgeError):
+    """The deploy graph holds an operation the ONNX emitter does not know."""
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, DynamicPad2d) or super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class _Emitter:
+    """Accumulates ONNX nodes and initializers while walking the fx graph."""
+
+    root: nn.Module
+    fp16: bool
+    nodes: list[Any] = field(default_factory=list)
+    initializers: dict[str, np.ndarray] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # fx node name -> ONNX value name
+
+    @property
+    def act_type(self) -> Any:
+        return np.float16 if self.fp16 else np.float32
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def const(self, name: str, value: np.ndarray | torch.Tensor, *, keep_fp32: bool = False) -> str:
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32 if keep_fp32 else self.act_type)
+        self.initializers[name] = array
+        return name
+
+    def cast(self, value: str, to_fp16: bool) -> str:
+        from onnx import TensorProto
+
+        target = TensorProto.FLOAT16 if to_fp16 else TensorProto.FLOAT
+        return self.node("Cast", [value], f"{value}/cast_{'fp16' if to_fp16 else 'fp32'}", to=target)
+
+    def value(self, arg: Any) -> str:
+        return self.names[arg.name]
+
+
+def _conv(e: _Emitter, n: torch.fx.Node, m: nn.Conv2d) -> str:
+    if isinstance(m.padding, str):
+        raise ExportError(f"{n.target}: string padding {m.padding!r} is not supported")
+    inputs = [e.value(n.args[0]), e.const(f"{n.target}.weight", m.weight)]
+    if m.bias is not None:
+        inputs.append(e.const(f"{n.target}.bias", m.bias))
+    pad_h, pad_w = m.padding
+    return e.node(
+        "Conv", inputs, n.name, kernel_shape=list(m.kernel_size), strides=list(m.stride),
+        pads=[pad_h, pad_w, pad_h, pad_w], dilations=list(m.dilation), group=m.groups,
+    )  # fmt: skip
+
+
+def _pad(e: _Emitter, n: torch.fx.Node, left: int, right: int, top: int, bottom: int, value: float) -> str:
+    if (left, right, top, bottom) == (0, 0, 0, 0):
+        return e.value(n.args[0])
+    pads = e.const(f"{n.name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], dtype=np.int64))
+    fill = e.const(f"{n.name}.value", np.array(value, dtype=np.float32))
+    return e.node("Pad", [e.value(n.args[0]), pads, fill], n.name, mode="constant")
+
+
+def _module(e: _Emitter, n: torch.fx.Node) -> str:
+    m = e.root.get_submodule(str(n.target))
+    x = e.value(n.args[0])
+    if isinstance(m, nn.Conv2d):
+        return _conv(e, n, m)
+    if isinstance(m, nn.Linear):
+        weight, bias = e.const(f"{n.target}.weight", m.weight), e.const(f"{n.target}.bias", m.bias)
+        return e.node("Gemm", [x, weight, bias], n.name, transB=1)
+    if isinstance(m, nn.ReLU):
+        return e.node("Relu", [x], n.name)
+    if isinstance(m, nn.GELU):
+        return e.node("Gelu", [x], n.name, approximate=m.approximate)
+    if isinstance(m, nn.SiLU):
+        return e.node("Mul", [x, e.node("Sigmoid", [x], f"{n.name}/sigmoid")], n.name)
+    if isinstance(m, nn.ConstantPad2d):
+        left, right, top, bottom = m.padding
+        return _pad(e, n, left, right, top, bottom, m.value)
+    if isinstance(m, DynamicPad2d):
+        height, width = n.args[0].meta["tensor_meta"].shape[-2:]  # type: ignore[union-attr]
+        ph, pw = m._amount(height), m._amount(width)
+        return _pad(e, n, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2, m.value)
+    if isinstance(m, nn.AdaptiveAvgPool2d) and tuple(np.broadcast_to(m.output_size, 2)) == (1, 1):
+        return e.node("GlobalAveragePool", [x], n.name)
+    if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+        return e.node("Flatten", [x], n.name, axis=1)
+    if isinstance(m, nn.Identity):
+        return x
+    raise ExportError(f"no ONNX mapping for module {n.target} ({type(m).__name__})")
+
+
+def _group_norm(e: _Emitter, n: torch.fx.Node) -> str:
+    x, groups, weight, bias, eps = _bind(n, ("input", "num_groups", "weight", "bias", "eps"), {"eps": 1e-5})
+    if weight is None or bias is None:
+        raise ExportError(f"{n.name}: GroupNorm without affine parameters is not BiT")
+    scale = e.const(f"{n.name}.scale", _attr(e.root, weight), keep_fp32=True)
+    shift = e.const(f"{n.name}.bias", _attr(e.root, bias), keep_fp32=True)
+    value = e.cast(e.value(x), to_fp16=False) if e.fp16 else e.value(x)
+    out = e.node("GroupNormalization", [value, scale, shift], n.name, num_groups=int(groups), epsilon=float(eps))
+    return e.cast(out, to_fp16=True) if e.fp16 else out
+
+
+def _function(e: _Emitter, n: torch.fx.Node) -> str:
+    target = n.target
+    if target is check_pixel_values:
+        return e.value(n.args[0])
+    if target is F.group_norm:
+        return _group_norm(e, n)
+    if target is F.max_pool2d:
+        names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
+        x, kernel, stride, padding, dilation, ceil = _bind(
+            n, names, {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
+        )
+        if padding not in (0, (0, 0)) or dilation not in (1, (1, 1)) or ceil:
+            raise ExportError(f"{n.name}: only unpadded, undilated, floor-mode max-pooling is supported")
+        k = np.broadcast_to(kernel, 2).tolist()
+        s = np.broadcast_to(stride if stride is not None else kernel, 2).tolist()
+        return e.node("MaxPool", [e.value(x)], n.name, kernel_shape=k, strides=s, pads=[0, 0, 0, 0])
+    if target in (operator.add, torch.add, operator.sub, torch.sub):
+        op = "Add" if target in (operator.add, torch.add) else "Sub"
+        return e.node(op, [_operand(e, a) for a in n.args[:2]], n.name)
+    raise ExportError(f"no ONNX mapping for function {getattr(target, '__name__', target)}")
+
+
+def _bind(n: torch.fx.Node, names: tuple[str, ...], defaults: dict[str, Any]) -> list[Any]:
+    """A call's arguments in signature order, from positional args, keywords and defaults."""
+    values = dict(zip(names, n.args, strict=False)) | dict(n.kwargs)
+    missing = [name for name in names if name not in values and name not in defaults]
+    if missing:
+        raise ExportError(f"{n.name}: call without {', '.join(missing)}")
+    return [values.get(name, defaults.get(name)) for name in names]
+
+
+def _operand(e: _Emitter, arg: Any) -> str:
+    if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+        return e.const(str(arg.target), _attr(e.root, arg))
+    return e.value(arg)
+
+
+def _attr(root: nn.Module, node: Any) -> torch.Tensor:
+    """The tensor behind a ``get_attr`` node (GroupNorm affine params, buffers)."""
+    module_path, _, name = str(node.target).rpartition(".")
+    tensor = getattr(root.get_submodule(module_path) if module_path else root, name)
+    assert isinstance(tensor, torch.Tensor)
+    return tensor
+
+
+_HANDLERS: dict[str, Callable[[_Emitter, torch.fx.Node], str]] = {"call_module": _module, "call_function": _function}
+
+
+def build_onnx(
+    deploy: nn.Module,
+    *,
+    input_size: tuple[int, int],
+    batch: int | None,
+    fp16: bool = False,
+    metadata: dict[str, str] | None = None,
+    producer_version: str = "",
+) -> Any:
+    """An ``onnx.ModelProto`` computing ``deploy`` for (batch or dynamic, 3, H, W) float32 input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph_module = torch.fx.GraphModule(deploy, _Tracer().trace(deploy))
+    height, width = input_size
+    with torch.no_grad():
+        ShapeProp(graph_module).propagate(torch.zeros(1, 3, height, width))
+    emitter = _Emitter(graph_module, fp16)
+    for n in graph_module.graph.nodes:
+        if n.op == "placeholder":
+            emitter.names[n.name] = emitter.cast(INPUT_NAME, to_fp16=True) if fp16 else INPUT_NAME
+        elif n.op == "get_attr":
+            continue  # materialized by the node that reads it
+        elif n.op == "output":
+            result = emitter.value(n.args[0])
+            cast = {"to": TensorProto.FLOAT} if fp16 else {}
+            emitter.node("Cast" if fp16 else "Identity", [result], OUTPUT_NAME, **cast)
+        elif n.op in _HANDLERS:
+            emitter.names[n.name] = _HANDLERS[n.op](emitter, n)
+        else:
+            raise ExportError(f"unsupported graph node {n.op} {n.target}")
+    batch_dim: int | str = batch if batch is not None else "batch"
+    num_labels = int(graph_module.graph.output_node().args[0].meta["tensor_meta"].shape[-1])  # type: ignore[union-attr]
+    graph = helper.make_graph(
+        emitter.nodes,
+        "bitedge_bit",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch_dim, 3, height, width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch_dim, num_labels])],
+        [numpy_helper.from_array(array, name) for name, array in emitter.initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bitedge")
+    model.producer_version = producer_version
+    model.ir_version = 10
+    helper.set_model_props(model, metadata or {})
+    return model
