@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bitedge import __version__
 
@@ -36,6 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=_inspect)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a model for a target runtime and verify it there",
+        description="Fold, convert and verify: writes OUT with the runtime's files, bitedge.json and a "
+        "parity report. Exit 0 when parity passes, 1 when it fails (the artifact is kept, marked failed), "
+        "2 on bad input.",
+    )
+    convert.add_argument("model", metavar="MODEL", help="transformers dir, timm/.npz file, or preset name")
+    convert.add_argument("--target", default="onnx", help="runtime to convert for (default: onnx)")
+    convert.add_argument("--precision", default="fp32", help="fp32 | fp16 (default: fp32)")
+    convert.add_argument("--out", type=Path, required=True, metavar="DIR", help="artifact directory to write")
+    convert.add_argument(
+        "--eval", type=Path, required=True, metavar="IMAGES", dest="eval_images",
+        help="evaluation images for the parity gate (class subfolders named like the labels give accuracy)",
+    )  # fmt: skip
+    convert.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
+    convert.add_argument(
+        "--batch", type=_batch, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
+    )
+    convert.add_argument(
+        "--raw-pixel-input", action="store_true",
+        help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
+    )  # fmt: skip
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only once complete)")
+    convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
+    convert.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    convert.set_defaults(handler=_convert)
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-run the parity gate on an existing artifact",
+        description="Re-run the parity gate of an artifact from its manifest; updates parity.json/.md.",
+    )
+    verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
+    verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
+    verify.add_argument("--threads", type=_positive_int, help="runtime threads")
+    verify.set_defaults(handler=_verify)
     return parser
 
 
@@ -75,6 +114,47 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary.lines()))
     return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from bitedge.pipeline import ConvertOptions, convert
+    from bitedge.targets import parse_precision, parse_target
+
+    options = ConvertOptions(
+        target=parse_target(args.target),
+        precision=parse_precision(args.precision),
+        out=args.out,
+        eval_images=args.eval_images,
+        image_size=args.image_size,
+        batch=args.batch,
+        raw_pixel_input=args.raw_pixel_input,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    result = convert(args.model, options, log=_log)
+    return _finish(result)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bitedge.pipeline import verify
+
+    return _finish(verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log))
+
+
+def _finish(result: Any) -> int:
+    print("\n".join(result.report.summary_lines()))
+    status = "passed" if result.report.passed else "FAILED parity (kept, marked failed in bitedge.json)"
+    print(f"artifact: {result.directory} ({status})")
+    return 0 if result.report.passed else 1
+
+
+def _log(message: str) -> None:
+    print(f"bitedge: {message}", file=sys.stderr, flush=True)
+
+
+def _batch(text: str) -> int | None:
+    return None if text == "dynamic" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:

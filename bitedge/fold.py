@@ -18,7 +18,7 @@ The caller's model is never modified: folding works on a deep copy.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,8 @@ class DeployModel(nn.Module):
 
 class InputShift(nn.Module):
     """``x - shift[c]``: the part of a per-channel input mean that cannot fold into the stem exactly."""
+
+    shift: Tensor
 
     def __init__(self, shift: Tensor) -> None:
         super().__init__()
@@ -78,8 +80,8 @@ def fold(
     """
     if not hasattr(model, "classifier") or not hasattr(model, "bit"):
         raise ConfigError("fold needs a BitForImageClassification (a model with a classifier head)")
-    bit = copy.deepcopy(model.bit).eval()
-    classifier = copy.deepcopy(model.classifier).eval()
+    bit = copy.deepcopy(model.get_submodule("bit")).eval()
+    classifier = copy.deepcopy(model.get_submodule("classifier")).eval()
     for name, module in list(bit.named_modules()):
         if isinstance(module, WeightStandardizedConv2d):
             _replace(bit, name, _plain_conv(module))
@@ -94,10 +96,7 @@ def fold(
 
 
 def _plain_conv(ws: WeightStandardizedConv2d) -> nn.Module:
-    conv = nn.Conv2d(
-        ws.in_channels, ws.out_channels, ws.kernel_size, stride=ws.stride, padding=ws.padding,
-        dilation=ws.dilation, groups=ws.groups, bias=False,
-    )  # fmt: skip
+    conv = _conv_like(ws)
     with torch.no_grad():
         conv.weight.copy_(standardize(ws.weight, ws.eps))
     return nn.Sequential(copy.deepcopy(ws.pad), conv) if ws.pad is not None else conv
@@ -112,16 +111,20 @@ def _fold_input_normalization(bit: nn.Module, processor: BitImageProcessor) -> T
     pad_value = mean / rescale  # raw value that normalizes to 0, (C,)
 
     embedder: Any = bit.embedder
+    pad: DynamicPad2d | None = None
+    conv: nn.Conv2d | None = None
     stem = embedder.convolution
-    pad, conv = (stem[0], stem[1]) if isinstance(stem, nn.Sequential) else (None, stem)
+    for module in stem if isinstance(stem, nn.Sequential) else [stem]:
+        if isinstance(module, DynamicPad2d):
+            pad = module
+        elif isinstance(module, nn.Conv2d):
+            conv = module
+    assert conv is not None  # fold() put a plain conv there
     if conv.weight.shape[1] != len(std):
         raise ConfigError(f"raw-pixel folding supports 3-channel RGB stems, not {conv.weight.shape[1]} channels")
     weight = conv.weight.double() * scale.reshape(1, -1, 1, 1)
     uniform = bool(torch.allclose(pad_value, pad_value[0].expand_as(pad_value), rtol=0, atol=1e-9))
-    new_conv = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-        padding=0 if uniform else conv.padding, dilation=conv.dilation, bias=uniform,
-    )  # fmt: skip
+    new_conv = _conv_like(conv, padding=0 if uniform else conv.padding, bias=uniform)
     with torch.no_grad():
         new_conv.weight.copy_(weight.float())
         if uniform:
@@ -135,10 +138,25 @@ def _fold_input_normalization(bit: nn.Module, processor: BitImageProcessor) -> T
     if pad is not None:  # "SAME": dynamic padding, now with the raw value of zero
         pad_module: nn.Module = DynamicPad2d(pad.kernel_size, pad.stride, pad.dilation, value=p)
     else:
-        top, left = conv.padding
+        top, left = cast(tuple[int, int], conv.padding)
         pad_module = nn.ConstantPad2d((left, left, top, top), p)
     embedder.convolution = nn.Sequential(pad_module, new_conv)
     return None
+
+
+def _conv_like(conv: nn.Conv2d, **changes: Any) -> nn.Conv2d:
+    """A plain ``nn.Conv2d`` with ``conv``'s geometry (no bias unless ``bias=True`` is among ``changes``)."""
+    kwargs: dict[str, Any] = {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": False,
+    }
+    return nn.Conv2d(**(kwargs | changes))
 
 
 def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:

@@ -1,6 +1,26 @@
-"""Converters, one module per target (onnx, openvino, coreml, tensorrt), installed as ``bitedge.converters``.
+"""Converters, one module per target, installed as ``bitedge.converters``.
 
-Each target implements the converter contract of DESIGN.md and registers itself in one dict; heavy runtime
-imports happen inside methods so that ``bitedge --help`` stays fast. The first target lands with the
-fold/ONNX/parity issue.
+Each target implements :class:`bitedge.converters.base.Converter` and registers in ``CONVERTERS``. Heavy
+runtime imports happen inside methods, so importing this package stays cheap.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bitedge.errors import UnknownTargetError
+from bitedge.targets import Target
+
+if TYPE_CHECKING:
+    from bitedge.converters.base import Converter
+
+
+def get_converter(target: Target) -> Converter:
+    """The converter registered for ``target``; an UnknownTargetError names the ones that exist."""
+    from bitedge.converters.onnx import OnnxConverter
+
+    converters: dict[Target, Converter] = {Target.ONNX: OnnxConverter()}
+    if target not in converters:
+        available = ", ".join(t.value for t in converters)
+        raise UnknownTargetError(f"target {target} is not implemented yet; available: {available}")
+    return converters[target]

@@ -120,7 +120,7 @@ def _module(e: _Emitter, n: torch.fx.Node) -> str:
         height, width = n.args[0].meta["tensor_meta"].shape[-2:]  # type: ignore[union-attr]
         ph, pw = m._amount(height), m._amount(width)
         return _pad(e, n, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2, m.value)
-    if isinstance(m, nn.AdaptiveAvgPool2d) and tuple(np.broadcast_to(m.output_size, 2)) == (1, 1):
+    if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
         return e.node("GlobalAveragePool", [x], n.name)
     if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
         return e.node("Flatten", [x], n.name, axis=1)

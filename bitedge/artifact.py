@@ -1,0 +1,118 @@
+"""Artifact directories: the runtime's files plus ``bitedge.json``, written atomically.
+
+An artifact is built in a hidden temp directory beside its destination and renamed into place only when
+complete, so an interrupted or failed run leaves either the previous artifact or nothing — never a half
+directory that looks whole. An existing destination is replaced only when asked (``overwrite``), and then
+only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bitedge.errors import BadInputError
+
+MANIFEST_NAME = "bitedge.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """What ``bitedge.json`` records about one artifact (DESIGN.md's artifact contract)."""
+
+    target: str
+    precision: str
+    files: list[str]
+    input: dict[str, Any]  # name, shape, dtype, raw_pixels
+    output: dict[str, Any]  # name, shape
+    source: dict[str, Any]  # path, format, sha256
+    model_config: dict[str, Any]
+    preprocessing: dict[str, Any]
+    labels: list[str]
+    tool_versions: dict[str, str]
+    calibration: dict[str, Any] | None = None
+    parity: dict[str, Any] = field(default_factory=dict)  # summary; full report in parity.json
+    status: str = "unverified"  # "passed" | "failed" | "unverified"
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    format_version: int = FORMAT_VERSION
+
+    def write(self, directory: Path) -> Path:
+        return write_json_atomic(directory / MANIFEST_NAME, asdict(self))
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Manifest:
+        directory = Path(directory)
+        file = directory / MANIFEST_NAME
+        if not file.is_file():
+            raise BadInputError(f"{directory}: not a bitedge artifact (no {MANIFEST_NAME}); run bitedge convert first")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            known = {f.name for f in fields(cls)}
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise BadInputError(f"{file}: corrupt manifest ({exc}); convert the model again") from None
+        if manifest.format_version > FORMAT_VERSION:
+            raise BadInputError(f"{file}: written by a newer bitedge (format {manifest.format_version}); upgrade")
+        missing = [name for name in manifest.files if not (directory / name).is_file()]
+        if missing:
+            raise BadInputError(f"{directory}: artifact files missing: {', '.join(missing)}; convert again")
+        return manifest
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write JSON through a temp file and ``os.replace``, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def check_destination(final: Path, *, overwrite: bool) -> None:
+    """Fail early, before any work, when ``final`` cannot receive an artifact."""
+    if final.exists() and not final.is_dir():
+        raise BadInputError(f"{final}: exists and is not a directory; choose another --out")
+    if final.exists() and not overwrite:
+        raise BadInputError(f"{final}: already exists; pass --overwrite to replace it, or choose another --out")
+    parent = final.parent
+    if not parent.is_dir():
+        raise BadInputError(f"{parent}: output parent directory does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{parent}: not writable; choose an --out where you can write")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temp directory that becomes ``final`` when the block completes, and vanishes if it fails."""
+    final = final.absolute()
+    check_destination(final, overwrite=overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should get the usual permissions
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    backup = None
+    if final.exists():
+        backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(backup)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        if backup is not None:
+            backup.rename(final)  # put the previous artifact back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

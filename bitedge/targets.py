@@ -1,0 +1,35 @@
+"""Targets and precisions: strings from the command line are parsed once, here, into enums."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from bitedge.errors import UnknownTargetError
+
+
+class Target(StrEnum):
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
+    OPENVINO = "openvino"
+    COREML = "coreml"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+def parse_target(text: str) -> Target:
+    try:
+        return Target(text.lower())
+    except ValueError:
+        raise UnknownTargetError(f"unknown target {text!r}; choose from {', '.join(t.value for t in Target)}") from None
+
+
+def parse_precision(text: str) -> Precision:
+    try:
+        return Precision(text.lower())
+    except ValueError:
+        choices = ", ".join(p.value for p in Precision)
+        raise UnknownTargetError(f"unknown precision {text!r}; choose from {choices}") from None

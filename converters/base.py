@@ -1,0 +1,101 @@
+"""The converter contract every target implements (DESIGN.md): one small abstract base.
+
+A converter turns a folded deploy graph into files in a directory, loads those files back as a *runner*
+in the target's real runtime (``batch (N, 3, H, W) float32 -> logits (N, K) float32``), and names its
+parity budgets. Runtime imports happen inside methods, so importing bitedge never needs the runtime and a
+missing one is reported as "install bitedge[<extra>]".
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from bitedge.artifact import Manifest
+from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.fold import DeployModel
+from bitedge.parity import BUDGETS, Budget
+from bitedge.targets import Precision, Target
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What the artifact's input looks like and what to embed in it."""
+
+    input_size: tuple[int, int]  # (H, W)
+    batch: int | None  # None: dynamic batch dimension
+    raw_pixel_input: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConvertedFiles:
+    files: list[str]  # relative to the artifact directory
+    notes: list[str] = field(default_factory=list)
+
+
+class Converter(ABC):
+    """One deployment target."""
+
+    target: ClassVar[Target]
+    precisions: ClassVar[tuple[Precision, ...]]
+    extra: ClassVar[str]  # pip extra that installs the runtime: bitedge[<extra>]
+    modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
+
+    def check_runtime(self) -> None:
+        """Raise MissingRuntimeError unless the runtime imports."""
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise MissingRuntimeError(
+                    f"target {self.target} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
+                ) from None
+
+    def check_precision(self, precision: Precision) -> None:
+        if precision not in self.precisions:
+            supported = ", ".join(p.value for p in self.precisions)
+            raise UnknownTargetError(f"target {self.target} does not support {precision}; it supports {supported}")
+
+    def tool_versions(self) -> dict[str, str]:
+        versions = {}
+        for module in self.modules:
+            versions[module] = str(getattr(importlib.import_module(module), "__version__", "unknown"))
+        return versions
+
+    def budget(self, precision: Precision) -> Budget:
+        return BUDGETS[precision]
+
+    @abstractmethod
+    def convert(
+        self, deploy: DeployModel, directory: Path, *, precision: Precision, spec: ExportSpec
+    ) -> ConvertedFiles:
+        """Write the runtime's files for ``deploy`` into ``directory``."""
+
+    @abstractmethod
+    def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+        """The artifact, loaded in its real runtime, as ``batch -> logits``."""
+
+
+def fixed_batch(run: Runner, batch: int | None) -> Runner:
+    """Adapt a runner whose artifact has a fixed batch size to any number of samples (pad, then slice)."""
+    if batch is None:
+        return run
+
+    def chunked(pixels: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(pixels), batch):
+            chunk = pixels[start : start + batch]
+            padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(run(padded)[: len(chunk)])
+        return np.concatenate(outputs)
+
+    return chunked

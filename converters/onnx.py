@@ -1,0 +1,74 @@
+"""ONNX target: fp32 and fp16 opset-21 graphs, verified in onnxruntime (CPU execution provider).
+
+Files: ``model.onnx``, plus ``model.onnx.data`` when the weights pass ONNX's 2 GB protobuf limit (external
+data; BiT-R152x4 is 3.7 GB in fp32). Labels, preprocessing and provenance go into ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
+from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, build_onnx
+
+from bitedge import __version__
+from bitedge.artifact import Manifest
+from bitedge.errors import BadInputError
+from bitedge.fold import DeployModel
+from bitedge.targets import Precision, Target
+
+MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
+EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GiB hard limit, with room for the graph itself
+
+
+class OnnxConverter(Converter):
+    target = Target.ONNX
+    precisions = (Precision.FP32, Precision.FP16)
+    extra = "onnx"
+    modules = ("onnx", "onnxruntime")
+
+    def convert(
+        self, deploy: DeployModel, directory: Path, *, precision: Precision, spec: ExportSpec
+    ) -> ConvertedFiles:
+        model = build_onnx(
+            deploy,
+            input_size=spec.input_size,
+            batch=spec.batch,
+            fp16=precision == Precision.FP16,
+            metadata=spec.metadata,
+            producer_version=__version__,
+        )
+        return ConvertedFiles(save_onnx(model, directory / MODEL_FILE))
+
+    def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt models
+            raise BadInputError(f"{directory / MODEL_FILE}: onnxruntime cannot load it ({exc})") from None
+
+        def run(pixels: np.ndarray) -> np.ndarray:
+            out: np.ndarray = session.run([OUTPUT_NAME], {INPUT_NAME: pixels.astype(np.float32)})[0]
+            return out
+
+        return fixed_batch(run, manifest.input["shape"][0] if isinstance(manifest.input["shape"][0], int) else None)
+
+
+def save_onnx(model: Any, path: Path) -> list[str]:
+    """Check and save ``model``; weights go to external data past the protobuf limit. Returns file names."""
+    import onnx
+
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if size < EXTERNAL_DATA_BYTES:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save_model(model, str(path))
+        return [path.name]
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=DATA_FILE)
+    onnx.checker.check_model(str(path), full_check=True)  # by path: the in-memory proto is over 2 GB
+    return [path.name, DATA_FILE]
