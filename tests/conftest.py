@@ -72,3 +72,16 @@ def assert_close(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, ato
     assert a_t.shape == b_t.shape, (a_t.shape, b_t.shape)
     diff = (a_t.double() - b_t.double()).abs().max().item()
     assert diff <= atol, f"max abs difference {diff:.3g} > {atol:g}"
+
+
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos (and flips of them) in class folders named like the tiny model's labels."""
+    root = tmp_path_factory.mktemp("eval")
+    photos = list(sample_photos().values())
+    for i in range(10):
+        folder = root / f"LABEL_{i % 5}"
+        folder.mkdir(exist_ok=True)
+        image = photos[i % len(photos)]
+        (image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i >= len(photos) else image).save(folder / f"{i}.png")
+    return root
