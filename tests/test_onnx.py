@@ -5,12 +5,14 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from bitedge.converters.base import ExportSpec
+from bitedge.converters.base import ExportSpec, Runner
 from bitedge.converters.onnx import OnnxConverter
 from conftest import pixels
 
@@ -22,19 +24,15 @@ from bitedge.targets import Precision
 WEIGHT_NORMALIZATION_OPS = {"BatchNormalization", "ReduceMean", "InstanceNormalization", "LayerNormalization"}
 
 
-def _export(
-    model: torch.nn.Module, directory: Path, *, precision: Precision = Precision.FP32, batch: int | None = None
-):  # type: ignore[no-untyped-def]
+def _export(model: Any, directory: Path, *, precision: Precision = Precision.FP32, batch: int | None = None) -> Any:
     spec = ExportSpec((64, 64), batch, metadata={"bitedge.labels": json.dumps(model.config.labels)})
     files = OnnxConverter().convert(fold(model), directory, precision=precision, spec=spec)
     return onnx.load(str(directory / files.files[0]))
 
 
-def _runner(directory: Path, batch: int | None = None):  # type: ignore[no-untyped-def]
-    class _Manifest:
-        input = {"shape": [batch if batch is not None else "batch", 3, 64, 64]}
-
-    return OnnxConverter().load_runner(directory, _Manifest(), threads=1)  # type: ignore[arg-type]
+def _runner(directory: Path, batch: int | None = None) -> Runner:
+    manifest: Any = SimpleNamespace(input={"shape": [batch if batch is not None else "batch", 3, 64, 64]})
+    return OnnxConverter().load_runner(directory, manifest, threads=1)
 
 
 def test_graph_has_native_group_norm_and_no_weight_normalization(tiny_hf_dir: Path, tmp_path: Path) -> None:
