@@ -40,18 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="convert a model for a target runtime and verify it there",
-        description="Fold, convert and verify: writes OUT with the runtime's files, bitedge.json and a "
-        "parity report. Exit 0 when parity passes, 1 when it fails (the artifact is kept, marked failed), "
-        "2 on bad input.",
+        help="convert a model for target runtimes and verify each artifact there",
+        description="Fold, convert and verify. With no arguments: the bundled demo model, to every target "
+        "installed here, at every precision each supports, verified on the bundled evaluation images. "
+        "One artifact is written to OUT; several to OUT/<target>-<precision>/. Each holds the runtime's "
+        "files, bitedge.json and a parity report. Exit 0 when every artifact passes parity, 1 when one "
+        "fails (it is kept, marked failed), 2 on bad input.",
     )
-    convert.add_argument("model", metavar="MODEL", help="transformers dir, timm/.npz file, or preset name")
-    convert.add_argument("--target", default="onnx", help="runtime to convert for (default: onnx)")
-    convert.add_argument("--precision", default="fp32", help="fp32 | fp16 (default: fp32)")
-    convert.add_argument("--out", type=Path, required=True, metavar="DIR", help="artifact directory to write")
     convert.add_argument(
-        "--eval", type=Path, required=True, metavar="IMAGES", dest="eval_images",
-        help="evaluation images for the parity gate (class subfolders named like the labels give accuracy)",
+        "model", metavar="MODEL", nargs="?", default="bitedge/demo",
+        help="transformers dir, timm/.npz file, preset name (default: bitedge/demo, the bundled model)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--target", nargs="+", metavar="TARGET",
+        help="onnx, openvino, coreml, tensorrt or all (default: every target usable here)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--precision", nargs="+", metavar="PRECISION", help="fp32, fp16, int8 (default: all each target supports)"
+    )
+    convert.add_argument(
+        "--out", type=Path, default=Path("bitedge-artifacts"), metavar="DIR",
+        help="where to write (default: ./bitedge-artifacts)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--eval", type=Path, metavar="IMAGES", dest="eval_images",
+        help="evaluation images for the parity gate; class subfolders named like the labels give accuracy "
+        "(default: the demo model's bundled held-out split)",
     )  # fmt: skip
     convert.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
     convert.add_argument(
@@ -117,14 +131,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from bitedge.jobs import plan_jobs
+    from bitedge.loading import DEMO_EVAL
     from bitedge.pipeline import ConvertOptions, convert
     from bitedge.targets import parse_precision, parse_target
 
+    named = args.target and args.target != ["all"]
+    targets = [parse_target(t) for t in args.target] if named else None
+    precisions = [parse_precision(p) for p in args.precision] if args.precision else None
+    jobs, skipped = plan_jobs(targets, precisions, args.out)
     options = ConvertOptions(
-        target=parse_target(args.target),
-        precision=parse_precision(args.precision),
-        out=args.out,
-        eval_images=args.eval_images,
+        eval_images=args.eval_images or DEMO_EVAL,
         image_size=args.image_size,
         batch=args.batch,
         raw_pixel_input=args.raw_pixel_input,
@@ -132,21 +149,37 @@ def _convert(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
     )
-    result = convert(args.model, options, log=_log)
-    return _finish(result)
+    for skip in skipped:
+        _log(f"skipping {skip.target}: {skip.reason}")
+    results = convert(args.model, jobs, options, log=_log)
+    for result in results:
+        print("\n".join(result.report.summary_lines()))
+    print(_table(results, [(s.target, s.reason) for s in skipped]))
+    return 0 if all(r.report.passed for r in results) else 1
 
 
 def _verify(args: argparse.Namespace) -> int:
     from bitedge.pipeline import verify
 
-    return _finish(verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log))
-
-
-def _finish(result: Any) -> int:
+    result = verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log)
     print("\n".join(result.report.summary_lines()))
-    status = "passed" if result.report.passed else "FAILED parity (kept, marked failed in bitedge.json)"
-    print(f"artifact: {result.directory} ({status})")
+    print(_table([result], []))
     return 0 if result.report.passed else 1
+
+
+def _table(results: list[Any], skipped: list[tuple[str, str]]) -> str:
+    """The closing summary: one line per artifact (and per skipped target)."""
+    rows = [("artifact", "status", "top-1 agree", "max |Δ|", "accuracy (float -> artifact)")]
+    for r in results:
+        m = r.report.comparisons[0].metrics
+        accuracy = "-"
+        if m.reference_accuracy is not None and m.artifact_accuracy is not None:
+            accuracy = f"{m.reference_accuracy:.2f}% -> {m.artifact_accuracy:.2f}%"
+        status = "pass" if r.report.passed else "FAIL (kept, marked failed)"
+        rows.append((str(r.directory), status, f"{m.top1_agreement:.2%}", f"{m.max_abs_diff:.2e}", accuracy))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines + [f"skipped {target}: {reason}" for target, reason in skipped])
 
 
 def _log(message: str) -> None:

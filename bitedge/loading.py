@@ -35,6 +35,9 @@ from bitedge.image_processor import PROCESSOR_NAME, BitImageProcessor
 from bitedge.modeling import MODEL_CLASSES, BitForImageClassification, BitModel, BitPreTrainedModel
 from bitedge.presets import PRESETS
 
+DEMO_MODEL = "bitedge/demo"  # the small trained BiT shipped in the package (benchmarks/train_demo_model.py)
+DEMO_DIR = Path(__file__).parent / "demo"
+DEMO_CALIBRATION, DEMO_EVAL = DEMO_DIR / "calibration", DEMO_DIR / "eval"
 NPZ_WS_EPS = 1e-10  # the original Google code standardizes with this eps
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -54,8 +57,8 @@ def load_model(
     """Load a BiT model from any supported checkpoint or preset name, in eval mode.
 
     Args:
-        source: a transformers directory, a timm/transformers state-dict file, an original ``.npz``, or a
-            preset name (see ``bitedge.presets.PRESETS``).
+        source: a transformers directory, a timm/transformers state-dict file, an original ``.npz``, a
+            preset name (see ``bitedge.presets.PRESETS``), or ``"bitedge/demo"``, the bundled trained model.
         model_class: ``BitForImageClassification`` (default), ``BitModel`` or ``BitBackbone``; for a
             transformers directory the default is the class its config names.
         config: overrides the checkpoint's config (or the one inferred from tensor shapes).
@@ -65,7 +68,7 @@ def load_model(
         CheckpointError: unreadable file, unsafe pickle, non-BiT tensors, missing/unexpected keys, shape
             mismatches, NaN/inf weights.
     """
-    path = Path(source)
+    path = DEMO_DIR if str(source) == DEMO_MODEL else Path(source)
     if not path.exists():
         return _load_preset(str(source), model_class, config, seed)
     processor = None

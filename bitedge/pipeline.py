@@ -27,7 +27,8 @@ from bitedge.data import Batches, ImageSet, scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
 from bitedge.image_processor import BitImageProcessor
-from bitedge.loading import load_model
+from bitedge.jobs import Job
+from bitedge.loading import DEMO_EVAL, load_model
 from bitedge.modeling import BitPreTrainedModel
 from bitedge.parity import Comparison, ParityReport, compare, violations
 from bitedge.targets import Precision, Target
@@ -37,10 +38,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    target: Target
-    precision: Precision
-    out: Path
-    eval_images: Path
+    eval_images: Path = DEMO_EVAL
     image_size: int | None = None  # overrides the checkpoint's resize/crop size
     batch: int | None = None  # None: dynamic batch dimension
     raw_pixel_input: bool = False
@@ -56,12 +54,20 @@ class Result:
     report: ParityReport
 
 
-def convert(model_source: str | Path, options: ConvertOptions, *, log: Log = lambda _: None) -> Result:
-    """Convert one model to one target and precision, verified; see the module docstring."""
-    converter = get_converter(options.target)
-    converter.check_precision(options.precision)
-    converter.check_runtime()
-    check_destination(options.out.absolute(), overwrite=options.overwrite)
+def convert(
+    model_source: str | Path, jobs: list[Job], options: ConvertOptions, *, log: Log = lambda _: None
+) -> list[Result]:
+    """Build, verify and publish every job's artifact from one loaded, folded model."""
+    if len(jobs) > 1:  # several artifacts: --out is their root, created now so that every check below is real
+        root = jobs[0].directory.parent
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputError(
+                f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
+            ) from None
+    for job in jobs:
+        check_destination(job.directory.absolute(), overwrite=options.overwrite)
     log(f"loading {model_source}")
     model = load_model(model_source, seed=options.seed)
     processor = resolve_processor(model.image_processor, options.image_size)
@@ -69,16 +75,19 @@ def convert(model_source: str | Path, options: ConvertOptions, *, log: Log = lam
     log(f"folding (raw pixel input: {options.raw_pixel_input})")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
     spec = ExportSpec(processor.input_size, options.batch, options.raw_pixel_input, _metadata(model, processor))
-    with atomic_directory(options.out, overwrite=options.overwrite) as tmp:
-        log(f"converting to {options.target} {options.precision}")
-        converted = converter.convert(deploy, tmp, precision=options.precision, spec=spec)
-        del deploy  # at most two copies of the weights alive at once
-        manifest = _manifest(model, processor, converter, options, spec, converted.files)
-        log(f"verifying in {options.target}'s runtime on {len(images.files)} images")
-        runner = converter.load_runner(tmp, manifest, threads=options.threads)
-        report = run_parity(model, runner, images, processor, converter, manifest, notes=converted.notes)
-        _record(tmp, manifest, report, images)
-    return Result(options.out, manifest, report)
+    results = []
+    for job in jobs:
+        converter = get_converter(job.target)
+        with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
+            log(f"converting to {job.target} {job.precision}")
+            converted = converter.convert(deploy, tmp, precision=job.precision, spec=spec)
+            manifest = _manifest(model, processor, converter, job, options, spec, converted.files)
+            log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
+            runner = converter.load_runner(tmp, manifest, threads=options.threads)
+            report = run_parity(model, runner, images, processor, converter, manifest, notes=converted.notes)
+            _record(tmp, manifest, report, images)
+        results.append(Result(job.directory, manifest, report))
+    return results
 
 
 def verify(
@@ -181,6 +190,7 @@ def _manifest(
     model: BitPreTrainedModel,
     processor: BitImageProcessor,
     converter: Converter,
+    job: Job,
     options: ConvertOptions,
     spec: ExportSpec,
     files: list[str],
@@ -191,8 +201,8 @@ def _manifest(
     if model.source.format == "preset":
         source["seed"] = options.seed
     return Manifest(
-        target=options.target.value,
-        precision=options.precision.value,
+        target=job.target.value,
+        precision=job.precision.value,
         files=files,
         input={
             "name": "pixel_values",

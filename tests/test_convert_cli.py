@@ -16,7 +16,9 @@ from bitedge.cli import main
 
 
 def _convert(model: Path, out: Path, eval_dir: Path, *extra: str) -> int:
-    return main(["convert", str(model), "--out", str(out), "--eval", str(eval_dir), "--image-size", "64", *extra])
+    """One ONNX fp32 artifact into ``out`` (later flags in ``extra`` override these)."""
+    args = ["convert", str(model), "--out", str(out), "--eval", str(eval_dir), "--image-size", "64"]
+    return main([*args, "--target", "onnx", "--precision", "fp32", *extra])
 
 
 def _siblings(out: Path) -> list[str]:

@@ -1,0 +1,55 @@
+"""The bundled demo model: trained accuracy holds, and `bitedge convert` with no arguments works offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bitedge import load_model
+from bitedge.cli import main
+from bitedge.data import Batches, scan_images
+from bitedge.loading import DEMO_CALIBRATION, DEMO_EVAL
+
+RECORDED = Path(__file__).parents[1] / "benchmarks" / "results" / "demo_model.json"
+
+
+def test_demo_accuracy_on_bundled_eval_split_is_the_recorded_one() -> None:
+    model = load_model("bitedge/demo")
+    assert model.source.format == "transformers" and model.config.labels == [str(d) for d in range(10)]
+    images = scan_images(DEMO_EVAL, model.config.labels)
+    assert images.labels is not None and len(images.files) == 400
+    correct = total = 0
+    with torch.no_grad():
+        for pixels, _, labels in Batches(images, model.image_processor, batch_size=100):
+            correct += int((model(torch.from_numpy(pixels)).logits.argmax(1).numpy() == labels).sum())
+            total += len(labels)
+    recorded = json.loads(RECORDED.read_text())["eval_top1_accuracy"]
+    assert correct / total * 100 == pytest.approx(recorded, abs=1e-9)
+    assert recorded >= 95.0
+
+
+def test_bundled_splits_are_disjoint_class_folders() -> None:
+    calibration = {p.name for p in DEMO_CALIBRATION.rglob("*.png")}
+    evaluation = {p.name for p in DEMO_EVAL.rglob("*.png")}
+    assert len(calibration) == 200 and len(evaluation) == 400 and not calibration & evaluation
+    assert sorted(p.name for p in DEMO_EVAL.iterdir()) == [str(d) for d in range(10)]
+
+
+def test_convert_with_no_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["convert"]) == 0
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    root = tmp_path / "bitedge-artifacts"
+    assert sorted(p.name for p in root.iterdir()) == ["onnx-fp16", "onnx-fp32"]
+    manifest = json.loads((root / "onnx-fp32" / "bitedge.json").read_text())
+    assert manifest["status"] == "passed" and manifest["parity"]["artifact_accuracy"] >= 95.0
+    assert "skipped tensorrt" in out.out
+    assert main(["convert", "--out", str(root)]) == 2  # a second run does not overwrite good artifacts
