@@ -25,13 +25,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from bitedge.converters.base import ExportSpec
-from bitedge.converters.onnx import OnnxConverter
-from bitedge.converters.onnx_graph import build_onnx
 from PIL import Image
 
 from bitedge import load_model
 from bitedge.bench import Protocol, machine_info, measure_interleaved, peak_rss_mb
+from bitedge.converters.base import ExportSpec
+from bitedge.converters.onnx import OnnxConverter
+from bitedge.converters.onnx_graph import build_onnx
 from bitedge.fold import fold
 from bitedge.presets import PRESETS
 from bitedge.targets import Precision

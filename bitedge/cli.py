@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitedge import __version__
+from bitedge.calibration import DEFAULT_METHOD, METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only once complete)")
     convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
     convert.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    _calibration_arguments(convert, with_table=True)
     convert.set_defaults(handler=_convert)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="compute an int8 calibration table to reuse across targets",
+        description="Run calibration images through the folded model and write the int8 ranges of every "
+        "quantized layer as a JSON table (reuse it with bitedge convert --calibration-table).",
+    )
+    calibrate.add_argument("model", metavar="MODEL", nargs="?", default="bitedge/demo", help="model (default: demo)")
+    calibrate.add_argument("--out", type=Path, required=True, metavar="TABLE.json", help="table to write")
+    calibrate.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
+    calibrate.add_argument("--raw-pixel-input", action="store_true", help="calibrate the raw-pixel deploy graph")
+    calibrate.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    calibrate.add_argument("--overwrite", action="store_true", help="replace TABLE.json if it exists")
+    _calibration_arguments(calibrate, with_table=False)
+    calibrate.set_defaults(handler=_calibrate)
 
     verify = commands.add_parser(
         "verify",
@@ -130,6 +147,64 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool) -> None:
+    group = parser.add_argument_group("int8 calibration")
+    group.add_argument(
+        "--calibration", type=Path, metavar="SOURCE",
+        help="images: a folder (recursive), a .txt list of paths, or an .npy/.npz of preprocessed pixels "
+        "(default: the demo model's bundled calibration split)",
+    )  # fmt: skip
+    if with_table:
+        group.add_argument("--calibration-table", type=Path, metavar="TABLE.json", help="reuse this table")
+    group.add_argument(
+        "--calibration-method", default=DEFAULT_METHOD, choices=METHODS,
+        help=f"how activation ranges are chosen (default: {DEFAULT_METHOD}, the best measured)",
+    )  # fmt: skip
+    group.add_argument("--calibration-size", type=_positive_int, default=512, metavar="N", help="seeded sample size")
+    group.add_argument("--calibration-seed", type=int, default=0, help="seed of the sample (default: 0)")
+    group.add_argument("--exclude", nargs="+", default=[], metavar="LAYER", help="keep layers in float: stem, head, …")
+    group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
+
+
+def _calibration_options(args: argparse.Namespace) -> Any:
+    from bitedge.loading import DEMO_CALIBRATION
+    from bitedge.quantize import CalibrationOptions
+
+    return CalibrationOptions(
+        images=args.calibration or DEMO_CALIBRATION,
+        table=getattr(args, "calibration_table", None),
+        method=args.calibration_method,
+        size=args.calibration_size,
+        seed=args.calibration_seed,
+        exclude=tuple(args.exclude),
+        strict_images=args.strict_images,
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from bitedge.artifact import check_destination
+    from bitedge.fold import fold
+    from bitedge.loading import load_model
+    from bitedge.pipeline import resolve_processor
+    from bitedge.quantize import calibration_table
+
+    if args.out.exists() and not args.overwrite:
+        from bitedge.errors import BadInputError
+
+        raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
+    if args.out.is_dir():
+        check_destination(args.out, overwrite=False)
+    model = load_model(args.model, seed=args.seed)
+    processor = resolve_processor(model.image_processor, args.image_size)
+    deploy = fold(model, raw_pixel_input=args.raw_pixel_input, processor=processor)
+    options = _calibration_options(args)
+    table = calibration_table(model, deploy, processor, options, raw_pixels=args.raw_pixel_input, log=_log)
+    table.save(args.out)
+    used = table.calibration["used"]
+    print(f"calibration table: {args.out} ({table.method}, {len(table.amax)} layers, {used} images)")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from bitedge.jobs import plan_jobs
     from bitedge.loading import DEMO_EVAL
@@ -148,6 +223,7 @@ def _convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         threads=args.threads,
         seed=args.seed,
+        calibration=_calibration_options(args),
     )
     for skip in skipped:
         _log(f"skipping {skip.target}: {skip.reason}")

@@ -117,16 +117,22 @@ def violations(metrics: Metrics, budget: Budget) -> list[str]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One gated comparison, e.g. "artifact vs float reference"."""
+    """One comparison, e.g. "artifact vs float reference"; informational ones (``gated=False``) never fail."""
 
     name: str
     budget: Budget
     metrics: Metrics
     failures: list[str]
+    gated: bool = True
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @classmethod
+    def of(cls, name: str, metrics: Metrics, budget: Budget, *, gated: bool = True) -> Comparison:
+        """Compare ``metrics`` with ``budget``; a non-gated comparison records no failures."""
+        return cls(name, budget, metrics, violations(metrics, budget) if gated else [], gated)
 
 
 @dataclass
@@ -162,7 +168,8 @@ class ParityReport:
         lines = [f"# Parity: {self.target} {self.precision} — {'PASS' if self.passed else 'FAIL'}", ""]
         for c in self.comparisons:
             m = c.metrics
-            lines += [f"## {c.name}: {'pass' if c.passed else 'FAIL'} ({m.samples} images)", ""]
+            verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
+            lines += [f"## {c.name}: {verdict} ({m.samples} images)", ""]
             lines += ["| metric | value | budget |", "|---|---|---|"]
             for metric, value, limit in _rows(c):
                 lines.append(f"| {metric} | {value} | {limit} |")
@@ -174,7 +181,8 @@ class ParityReport:
         """The one-screen summary the CLI prints."""
         lines = [f"parity {self.target} {self.precision}: {'PASS' if self.passed else 'FAIL'}"]
         for c in self.comparisons:
-            lines.append(f"  {c.name} ({c.metrics.samples} images): {'pass' if c.passed else 'FAIL'}")
+            verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
+            lines.append(f"  {c.name} ({c.metrics.samples} images): {verdict}")
             lines += [f"    {metric:<22} {value:<14} {limit}" for metric, value, limit in _rows(c)]
             lines += [f"    over budget: {f}" for f in c.failures]
         lines += [f"  note: {n}" for n in self.notes]
@@ -182,10 +190,10 @@ class ParityReport:
 
 
 def _rows(c: Comparison) -> list[tuple[str, str, str]]:
-    m, b = c.metrics, c.budget
+    m, b = c.metrics, (c.budget if c.gated else Budget(0.0))
     abs_limit = f"<= {b.max_abs_diff_rel * max(1.0, m.reference_max_abs):.3g}" if b.max_abs_diff_rel else "-"
     rows = [
-        ("top-1 agreement", f"{m.top1_agreement:.2%}", f">= {b.min_top1_agreement:.2%}"),
+        ("top-1 agreement", f"{m.top1_agreement:.2%}", f">= {b.min_top1_agreement:.2%}" if c.gated else "-"),
         ("top-5 agreement", f"{m.top5_agreement:.2%}", "-"),
         ("max abs logit diff", f"{m.max_abs_diff:.3g}", abs_limit),
         ("mean abs logit diff", f"{m.mean_abs_diff:.3g}", "-"),

@@ -1,36 +1,35 @@
-"""The conversion pipeline as a library: load -> fold -> convert -> verify -> publish; and re-verify.
+"""The conversion pipeline as a library: load -> fold -> [calibrate] -> convert -> verify -> publish.
 
-``convert`` checks everything it can before any heavy work (target, precision, destination, images), builds
-the artifact in a temp directory, runs the parity gate in the target's real runtime, writes the manifest
-and reports, and only then moves the artifact into place. A parity failure still publishes the artifact
-(status "failed" in its manifest) so it can be inspected; the caller decides the exit code.
+``convert`` checks everything it can before any heavy work (targets, precisions, destinations, images),
+loads and folds the model once, calibrates once if any artifact is int8, then builds each artifact in a
+temp directory, runs the parity gate in the target's real runtime, writes the manifest and reports, and
+only then moves the artifact into place. A parity failure still publishes the artifact (status "failed"
+in its manifest) so it can be inspected; the caller decides the exit code. ``verify`` re-runs the gate.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
+from torch import nn
 
-from bitedge import __version__
-from bitedge.artifact import Manifest, atomic_directory, check_destination, write_json_atomic
+from bitedge.artifact import Manifest, atomic_directory, check_destination
+from bitedge.calibration.simulate import simulate
+from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
-from bitedge.converters.base import Converter, ExportSpec, Runner
-from bitedge.data import Batches, ImageSet, scan_images
+from bitedge.converters.base import ExportSpec
+from bitedge.data import scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
+from bitedge.gate import record, run_parity
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
-from bitedge.modeling import BitPreTrainedModel
-from bitedge.parity import Comparison, ParityReport, compare, violations
+from bitedge.parity import ParityReport
+from bitedge.provenance import build_manifest, file_metadata
+from bitedge.quantize import TABLE_FILE, CalibrationOptions, calibration_summary, calibration_table
 from bitedge.targets import Precision, Target
 
 Log = Callable[[str], None]
@@ -45,6 +44,7 @@ class ConvertOptions:
     overwrite: bool = False
     threads: int | None = None  # runtime threads during verification
     seed: int = 0  # weight seed, for presets
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
 
 
 @dataclass(frozen=True)
@@ -58,34 +58,45 @@ def convert(
     model_source: str | Path, jobs: list[Job], options: ConvertOptions, *, log: Log = lambda _: None
 ) -> list[Result]:
     """Build, verify and publish every job's artifact from one loaded, folded model."""
-    if len(jobs) > 1:  # several artifacts: --out is their root, created now so that every check below is real
-        root = jobs[0].directory.parent
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInputError(
-                f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
-            ) from None
-    for job in jobs:
-        check_destination(job.directory.absolute(), overwrite=options.overwrite)
+    _prepare_destinations(jobs, overwrite=options.overwrite)
     log(f"loading {model_source}")
     model = load_model(model_source, seed=options.seed)
     processor = resolve_processor(model.image_processor, options.image_size)
     images = scan_images(options.eval_images, model.config.labels)
     log(f"folding (raw pixel input: {options.raw_pixel_input})")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
-    spec = ExportSpec(processor.input_size, options.batch, options.raw_pixel_input, _metadata(model, processor))
+    spec = ExportSpec(processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor))
+    table: CalibrationTable | None = None
+    simulated: nn.Module | None = None
+    if any(job.precision == Precision.INT8 for job in jobs):
+        table = calibration_table(
+            model, deploy, processor, options.calibration, raw_pixels=options.raw_pixel_input, log=log
+        )
+        simulated = simulate(deploy, table)
     results = []
     for job in jobs:
         converter = get_converter(job.target)
+        int8 = job.precision == Precision.INT8
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
             log(f"converting to {job.target} {job.precision}")
-            converted = converter.convert(deploy, tmp, precision=job.precision, spec=spec)
-            manifest = _manifest(model, processor, converter, job, options, spec, converted.files)
+            graph = simulated if int8 else deploy
+            assert graph is not None
+            converted = converter.convert(graph, tmp, precision=job.precision, spec=spec)
+            files = list(converted.files)
+            if int8 and table is not None:
+                table.save(tmp / TABLE_FILE)
+                files.append(TABLE_FILE)
+            manifest = build_manifest(
+                model, processor, converter, target=job.target, precision=job.precision, spec=spec, files=files,
+                seed=options.seed, calibration=calibration_summary(table) if int8 and table else None,
+            )  # fmt: skip
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
-            report = run_parity(model, runner, images, processor, converter, manifest, notes=converted.notes)
-            _record(tmp, manifest, report, images)
+            sim = simulated if int8 else None
+            report = run_parity(
+                model, runner, images, processor, converter, manifest, simulated=sim, notes=converted.notes
+            )
+            record(tmp, manifest, report, images)
         results.append(Result(job.directory, manifest, report))
     return results
 
@@ -110,10 +121,15 @@ def verify(
     if eval_images is None and recorded is None:
         raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
     images = scan_images(eval_images or Path(recorded), model.config.labels)
+    simulated = None
+    if manifest.precision == Precision.INT8:
+        raw = bool(manifest.input.get("raw_pixels"))
+        table = CalibrationTable.load(directory / TABLE_FILE)
+        simulated = simulate(fold(model, raw_pixel_input=raw, processor=processor), table)
     runner = converter.load_runner(directory, manifest, threads=threads)
     log(f"verifying {directory} on {len(images.files)} images")
-    report = run_parity(model, runner, images, processor, converter, manifest)
-    _record(directory, manifest, report, images)
+    report = run_parity(model, runner, images, processor, converter, manifest, simulated=simulated)
+    record(directory, manifest, report, images)
     return Result(directory, manifest, report)
 
 
@@ -128,117 +144,15 @@ def resolve_processor(processor: BitImageProcessor | None, image_size: int | Non
     return processor
 
 
-def run_parity(
-    model: BitPreTrainedModel,
-    runner: Runner,
-    images: ImageSet,
-    processor: BitImageProcessor,
-    converter: Converter,
-    manifest: Manifest,
-    *,
-    notes: list[str] | None = None,
-) -> ParityReport:
-    """Float reference (unfolded) vs the artifact in its runtime, on every readable image of ``images``."""
-    from tqdm import tqdm
-
-    raw = bool(manifest.input.get("raw_pixels"))
-    batches = Batches(images, processor, batch_size=16, raw_pixels=raw)
-    reference, artifact, labels = [], [], []
-    total = -(-len(images.files) // batches.batch_size)
-    for normalized, raw_pixels, batch_labels in tqdm(batches, total=total, desc="parity", unit="batch", leave=False):
-        with torch.no_grad():
-            reference.append(model(torch.from_numpy(normalized)).logits.numpy())
-        artifact.append(runner(raw_pixels if raw_pixels is not None else normalized))
-        if batch_labels is not None:
-            labels.append(batch_labels)
-    if not reference:
-        raise BadInputError(f"{images.root}: none of the {len(images.files)} images could be read")
-    metrics = compare(np.concatenate(reference), np.concatenate(artifact), np.concatenate(labels) if labels else None)
-    budget = converter.budget(Precision(manifest.precision))
-    comparison = Comparison("artifact vs float reference", budget, metrics, violations(metrics, budget))
-    all_notes = list(notes or [])
-    if batches.skipped:
-        all_notes.append(f"skipped {len(batches.skipped)} unreadable images, e.g. {batches.skipped[0]}")
-    if images.note:
-        all_notes.append(images.note)
-    return ParityReport(manifest.target, manifest.precision, [comparison], all_notes)
-
-
-def _record(directory: Path, manifest: Manifest, report: ParityReport, images: ImageSet) -> None:
-    """Write parity.json, parity.md and the manifest (with its parity summary) into ``directory``."""
-    write_json_atomic(directory / "parity.json", report.to_dict())
-    (directory / "parity.md").write_text(report.to_markdown(), encoding="utf-8")
-    first = report.comparisons[0].metrics
-    manifest.status = "passed" if report.passed else "failed"
-    manifest.parity = {
-        "passed": report.passed,
-        "eval": {"path": str(images.root.absolute()), "images": first.samples, "listed": len(images.files)},
-        "comparisons": {c.name: {"passed": c.passed, "failures": c.failures} for c in report.comparisons},
-        "top1_agreement": first.top1_agreement,
-        "top5_agreement": first.top5_agreement,
-        "max_abs_diff": first.max_abs_diff,
-        "cosine_mean": first.cosine_mean,
-        "snr_db": first.snr_db,
-        "reference_accuracy": first.reference_accuracy,
-        "artifact_accuracy": first.artifact_accuracy,
-        "report": "parity.json",
-    }
-    manifest.write(directory)
-
-
-def _manifest(
-    model: BitPreTrainedModel,
-    processor: BitImageProcessor,
-    converter: Converter,
-    job: Job,
-    options: ConvertOptions,
-    spec: ExportSpec,
-    files: list[str],
-) -> Manifest:
-    assert model.source is not None  # load_model always sets it
-    batch: int | str = spec.batch if spec.batch is not None else "batch"
-    source: dict[str, Any] = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
-    if model.source.format == "preset":
-        source["seed"] = options.seed
-    return Manifest(
-        target=job.target.value,
-        precision=job.precision.value,
-        files=files,
-        input={
-            "name": "pixel_values",
-            "shape": [batch, 3, *spec.input_size],
-            "dtype": "float32",
-            "layout": "NCHW, RGB",
-            "raw_pixels": spec.raw_pixel_input,
-        },
-        output={"name": "logits", "shape": [batch, model.config.num_labels]},
-        source=source,
-        model_config=model.config.to_dict(),
-        preprocessing=processor.to_dict(),
-        labels=model.config.labels,
-        tool_versions=_tool_versions(converter),
-    )
-
-
-def _tool_versions(converter: Converter) -> dict[str, str]:
-    return {
-        "bitedge": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        **converter.tool_versions(),
-    }
-
-
-def _metadata(model: BitPreTrainedModel, processor: BitImageProcessor) -> dict[str, str]:
-    """Key/value strings embedded in the runtime file itself (ONNX metadata_props, OpenVINO rt_info, ...)."""
-    source: dict[str, Any] = {}
-    if model.source is not None:
-        source = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
-    return {
-        "bitedge.version": __version__,
-        "bitedge.labels": json.dumps(model.config.labels),
-        "bitedge.preprocessing": json.dumps(processor.to_dict()),
-        "bitedge.source": json.dumps(source),
-        "bitedge.python": sys.version.split()[0],
-    }
+def _prepare_destinations(jobs: list[Job], *, overwrite: bool) -> None:
+    """Fail before any work if an artifact cannot be written; create the root of several artifacts."""
+    if len(jobs) > 1:
+        root = jobs[0].directory.parent
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputError(
+                f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
+            ) from None
+    for job in jobs:
+        check_destination(job.directory.absolute(), overwrite=overwrite)

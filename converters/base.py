@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from torch import nn
 
 from bitedge.artifact import Manifest
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
-from bitedge.fold import DeployModel
 from bitedge.parity import BUDGETS, Budget
 from bitedge.targets import Precision, Target
 
@@ -75,9 +75,7 @@ class Converter(ABC):
         return BUDGETS[precision]
 
     @abstractmethod
-    def convert(
-        self, deploy: DeployModel, directory: Path, *, precision: Precision, spec: ExportSpec
-    ) -> ConvertedFiles:
+    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
         """Write the runtime's files for ``deploy`` into ``directory``."""
 
     @abstractmethod

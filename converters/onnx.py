@@ -1,4 +1,8 @@
-"""ONNX target: fp32 and fp16 opset-21 graphs, verified in onnxruntime (CPU execution provider).
+"""ONNX target: fp32, fp16 and int8 (Q/DQ) opset-21 graphs, verified in onnxruntime (CPU provider).
+
+INT8 is explicit: QuantizeLinear/DequantizeLinear around every quantized convolution's input (per tensor)
+and weight (per output channel), symmetric with zero points 0 — the form TensorRT's parser accepts — and
+linted for those rules before it is written.
 
 Files: ``model.onnx``, plus ``model.onnx.data`` when the weights pass ONNX's 2 GB protobuf limit (external
 data; BiT-R152x4 is 3.7 GB in fp32). Labels, preprocessing and provenance go into ``metadata_props``.
@@ -10,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
-from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, build_onnx
+from torch import nn
 
 from bitedge import __version__
 from bitedge.artifact import Manifest
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
+from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, ExportError, build_onnx
+from bitedge.converters.qdq_lint import lint_int8
 from bitedge.errors import BadInputError
-from bitedge.fold import DeployModel
 from bitedge.targets import Precision, Target
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
@@ -25,13 +30,11 @@ EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GiB hard limit, with r
 
 class OnnxConverter(Converter):
     target = Target.ONNX
-    precisions = (Precision.FP32, Precision.FP16)
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
     extra = "onnx"
     modules = ("onnx", "onnxruntime")
 
-    def convert(
-        self, deploy: DeployModel, directory: Path, *, precision: Precision, spec: ExportSpec
-    ) -> ConvertedFiles:
+    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
         model = build_onnx(
             deploy,
             input_size=spec.input_size,
@@ -40,6 +43,10 @@ class OnnxConverter(Converter):
             metadata=spec.metadata,
             producer_version=__version__,
         )
+        if precision == Precision.INT8:  # ``deploy`` is the simulated-quantized model here
+            problems = lint_int8(model)
+            if problems:
+                raise ExportError("the INT8 graph breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
         return ConvertedFiles(save_onnx(model, directory / MODEL_FILE))
 
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn import functional as F
 
 from bitedge.blocks import check_pixel_values
+from bitedge.calibration.simulate import QuantizedConv2d, QuantizedLinear
 from bitedge.errors import BitEdgeError
 from bitedge.layers import DynamicPad2d
 
@@ -38,7 +39,7 @@ class ExportError(BitEdgeError):
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, DynamicPad2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, DynamicPad2d | QuantizedConv2d | QuantizedLinear) or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -100,9 +101,40 @@ def _pad(e: _Emitter, n: torch.fx.Node, left: int, right: int, top: int, bottom:
     return e.node("Pad", [e.value(n.args[0]), pads, fill], n.name, mode="constant")
 
 
+def _qdq_input(e: _Emitter, n: torch.fx.Node, scale: float) -> str:
+    """QuantizeLinear -> DequantizeLinear of an activation: per tensor, symmetric int8 (zero point 0)."""
+    s = e.const(f"{n.target}.input_scale", np.array(scale, np.float32), keep_fp32=True)
+    z = e.const(f"{n.target}.input_zero_point", np.array(0, np.int8))
+    q = e.node("QuantizeLinear", [e.value(n.args[0]), s, z], f"{n.name}/q")
+    return e.node("DequantizeLinear", [q, s, z], f"{n.name}/dq")
+
+
+def _dq_weight(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
+    """An int8 weight initializer behind a per-output-channel (axis 0) DequantizeLinear."""
+    w = e.const(f"{n.target}.weight_int8", m.weight_int8)
+    s = e.const(f"{n.target}.weight_scale", m.weight_scale, keep_fp32=True)
+    z = e.const(f"{n.target}.weight_zero_point", np.zeros(len(m.weight_scale), np.int8))
+    return e.node("DequantizeLinear", [w, s, z], f"{n.name}/weight", axis=0)
+
+
+def _quantized(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
+    x, w = _qdq_input(e, n, m.input_scale), _dq_weight(e, n, m)
+    layer = m.layer
+    bias = [e.const(f"{n.target}.bias", layer.bias, keep_fp32=True)] if layer.bias is not None else []
+    if isinstance(layer, nn.Linear):
+        return e.node("Gemm", [x, w, *bias], n.name, transB=1)
+    pad_h, pad_w = cast(tuple[int, int], layer.padding)
+    return e.node(
+        "Conv", [x, w, *bias], n.name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+        pads=[pad_h, pad_w, pad_h, pad_w], dilations=list(layer.dilation), group=layer.groups,
+    )  # fmt: skip
+
+
 def _module(e: _Emitter, n: torch.fx.Node) -> str:
     m = e.root.get_submodule(str(n.target))
     x = e.value(n.args[0])
+    if isinstance(m, QuantizedConv2d | QuantizedLinear):
+        return _quantized(e, n, m)
     if isinstance(m, nn.Conv2d):
         return _conv(e, n, m)
     if isinstance(m, nn.Linear):

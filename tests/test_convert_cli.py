@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from bitedge.converters.onnx import OnnxConverter
 from onnx import numpy_helper
 
 from bitedge.cli import main
+from bitedge.converters.onnx import OnnxConverter
 
 
 def _convert(model: Path, out: Path, eval_dir: Path, *extra: str) -> int:
@@ -108,7 +108,6 @@ def test_failed_conversion_leaves_old_artifact_and_no_partial_directory(
         (["--target", "tflite"], "unknown target"),
         (["--target", "coreml"], "not implemented"),
         (["--precision", "int4"], "unknown precision"),
-        (["--precision", "int8"], "does not support int8"),
     ],
 )
 def test_bad_target_or_precision(

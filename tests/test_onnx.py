@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from bitedge.converters.base import ExportSpec, Runner
-from bitedge.converters.onnx import OnnxConverter
 from conftest import pixels
 
 from bitedge import BitImageProcessor, load_model
+from bitedge.converters.base import ExportSpec, Runner
+from bitedge.converters.onnx import OnnxConverter
 from bitedge.fold import fold
 from bitedge.parity import BUDGETS, compare, violations
 from bitedge.targets import Precision

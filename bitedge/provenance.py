@@ -1,0 +1,81 @@
+"""What an artifact records about itself: the bitedge.json manifest and the metadata embedded in the file."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from bitedge import __version__
+from bitedge.artifact import Manifest
+from bitedge.converters.base import Converter, ExportSpec
+from bitedge.image_processor import BitImageProcessor
+from bitedge.modeling import BitPreTrainedModel
+from bitedge.targets import Precision, Target
+
+
+def source_record(model: BitPreTrainedModel, seed: int) -> dict[str, Any]:
+    """Where the float reference came from; enough for ``bitedge verify`` to load it again."""
+    assert model.source is not None  # load_model always sets it
+    source: dict[str, Any] = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
+    if model.source.format == "preset":
+        source["seed"] = seed
+    return source
+
+
+def build_manifest(
+    model: BitPreTrainedModel,
+    processor: BitImageProcessor,
+    converter: Converter,
+    *,
+    target: Target,
+    precision: Precision,
+    spec: ExportSpec,
+    files: list[str],
+    seed: int,
+    calibration: dict[str, Any] | None = None,
+) -> Manifest:
+    batch: int | str = spec.batch if spec.batch is not None else "batch"
+    return Manifest(
+        target=target.value,
+        precision=precision.value,
+        files=files,
+        input={
+            "name": "pixel_values",
+            "shape": [batch, 3, *spec.input_size],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "raw_pixels": spec.raw_pixel_input,
+        },
+        output={"name": "logits", "shape": [batch, model.config.num_labels]},
+        source=source_record(model, seed),
+        model_config=model.config.to_dict(),
+        preprocessing=processor.to_dict(),
+        labels=model.config.labels,
+        tool_versions={
+            "bitedge": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            **converter.tool_versions(),
+        },
+        calibration=calibration,
+    )
+
+
+def file_metadata(model: BitPreTrainedModel, processor: BitImageProcessor) -> dict[str, str]:
+    """Key/value strings embedded in the runtime file itself (ONNX metadata_props, OpenVINO rt_info, ...)."""
+    source: dict[str, Any] = {}
+    if model.source is not None:
+        source = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
+    return {
+        "bitedge.version": __version__,
+        "bitedge.labels": json.dumps(model.config.labels),
+        "bitedge.preprocessing": json.dumps(processor.to_dict()),
+        "bitedge.source": json.dumps(source),
+        "bitedge.python": sys.version.split()[0],
+    }

@@ -1,0 +1,72 @@
+"""INT8 for the pipeline: get a calibration table (computed, or reused and checked) and the simulated model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bitedge.calibration.calibrate import DEFAULT_METHOD, collect_ranges, make_table
+from bitedge.calibration.recipe import select_layers
+from bitedge.calibration.sources import open_calibration
+from bitedge.calibration.table import CalibrationTable
+from bitedge.image_processor import BitImageProcessor
+from bitedge.loading import DEMO_CALIBRATION
+from bitedge.modeling import BitPreTrainedModel
+
+TABLE_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    images: Path = DEMO_CALIBRATION  # folder, .txt list or .npy/.npz
+    table: Path | None = None  # reuse this table instead of calibrating
+    method: str = DEFAULT_METHOD
+    size: int | None = 512  # seeded sample of this many images; None: all
+    seed: int = 0
+    exclude: tuple[str, ...] = ()
+    strict_images: bool = False
+
+
+def calibration_table(
+    model: BitPreTrainedModel,
+    deploy: nn.Module,
+    processor: BitImageProcessor,
+    options: CalibrationOptions,
+    *,
+    raw_pixels: bool,
+    log: Callable[[str], None] = lambda _: None,
+) -> CalibrationTable:
+    """The table for ``deploy``: reused from ``options.table`` (after checking it fits) or calibrated now."""
+    sha = model.source.sha256 if model.source else None
+    if options.table is not None:
+        table = CalibrationTable.load(options.table)
+        layers, _ = select_layers(deploy, list(table.excluded))
+        table.check_matches(model_sha256=sha, size=list(processor.input_size), raw_pixels=raw_pixels, layers=layers)
+        log(f"reusing calibration table {options.table} ({table.method})")
+        return table
+    from tqdm import tqdm
+
+    data = open_calibration(options.images, size=options.size, seed=options.seed, strict=options.strict_images)
+    log(f"calibrating on {len(data.paths) or 'the array of'} images from {options.images} ({options.method})")
+    ranges, excluded = collect_ranges(
+        deploy, data, processor, exclude=list(options.exclude), raw_pixels=raw_pixels,
+        progress=lambda it: tqdm(it, desc="calibration", unit="batch", leave=False),
+    )  # fmt: skip
+    manifest = data.manifest
+    if manifest.skipped:
+        log(f"skipped {len(manifest.skipped)} unreadable calibration images, e.g. {manifest.skipped[0]}")
+    if options.size is not None and manifest.used < options.size:
+        log(f"calibrated on {manifest.used} images, fewer than the {options.size} asked for (that is all there were)")
+    return make_table(
+        ranges, excluded, data, method=options.method, model_sha256=sha, input_size=processor.input_size,
+        raw_pixels=raw_pixels,
+    )  # fmt: skip
+
+
+def calibration_summary(table: CalibrationTable) -> dict[str, Any]:
+    """What the manifest records about the calibration behind an int8 artifact."""
+    return {"method": table.method, "excluded": table.excluded, "table": TABLE_FILE, **table.calibration}

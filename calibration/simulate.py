@@ -1,0 +1,77 @@
+"""The simulated-quantized model: the deploy graph with explicit int8 quantize/dequantize where the Q/DQ go.
+
+It is the second parity reference. Artifact vs simulated measures how faithfully a runtime executes the
+quantized graph (conversion error); simulated vs float measures what int8 itself costs (quantization
+error). Inputs are quantized per tensor (round half to even, clamp to [-128, 127], zero point 0, as ONNX
+QuantizeLinear); weights per output channel, symmetric, stored as int8 with float scales. The ONNX
+emitter reads these modules to place QuantizeLinear/DequantizeLinear at exactly the same points.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from bitedge.calibration.table import CalibrationTable
+
+
+def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8: (int8 values, float32 scales of shape (out,))."""
+    amax = weight.detach().abs().flatten(1).amax(dim=1).clamp(min=1e-12)
+    scale = (amax / 127.0).float()
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    q = torch.clamp(torch.round(weight.detach() / scale.reshape(shape)), -128, 127).to(torch.int8)
+    return q, scale
+
+
+class _Quantized(nn.Module):
+    """Shared part: int8 weight + per-channel scales, and the input quantize/dequantize."""
+
+    weight_int8: Tensor
+    weight_scale: Tensor
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, input_scale: float) -> None:
+        super().__init__()
+        self.layer = layer  # geometry and float bias; its float weight is not used
+        self.input_scale = float(input_scale)
+        q, scale = quantize_weight(layer.weight)
+        self.register_buffer("weight_int8", q)
+        self.register_buffer("weight_scale", scale)
+
+    def dequantized_weight(self) -> Tensor:
+        shape = (-1,) + (1,) * (self.weight_int8.ndim - 1)
+        return self.weight_int8.float() * self.weight_scale.reshape(shape)
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        # quantize -> dequantize in one op (torch's quantized-tensor functions are deprecated as of 2.13)
+        return torch.fake_quantize_per_tensor_affine(x.float(), self.input_scale, 0, -128, 127)
+
+
+class QuantizedConv2d(_Quantized):
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.layer
+        assert isinstance(conv, nn.Conv2d)
+        return F.conv2d(
+            self.quantize_input(x), self.dequantized_weight(), conv.bias, conv.stride, conv.padding,
+            conv.dilation, conv.groups,
+        )  # fmt: skip
+
+
+class QuantizedLinear(_Quantized):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.quantize_input(x), self.dequantized_weight(), self.layer.bias)
+
+
+def simulate(deploy: nn.Module, table: CalibrationTable) -> nn.Module:
+    """A copy of ``deploy`` with every layer in ``table`` quantized; excluded layers stay float."""
+    model = copy.deepcopy(deploy).eval()
+    for name in table.amax:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = getattr(parent, child)
+        wrapper = QuantizedConv2d if isinstance(layer, nn.Conv2d) else QuantizedLinear
+        setattr(parent, child, wrapper(layer, table.scale(name)))
+    return model
