@@ -164,6 +164,11 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
     group.add_argument("--calibration-seed", type=int, default=0, help="seed of the sample (default: 0)")
     group.add_argument("--exclude", nargs="+", default=[], metavar="LAYER", help="keep layers in float: stem, head, …")
     group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
+    if with_table:
+        group.add_argument(
+            "--quantizer", choices=["bitedge", "nncf"],
+            help="int8 quantizer: bitedge's table (every target) or nncf (openvino's default; measured faster there)",
+        )  # fmt: skip
 
 
 def _calibration_options(args: argparse.Namespace) -> Any:
@@ -224,6 +229,7 @@ def _convert(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
         calibration=_calibration_options(args),
+        quantizer=args.quantizer,
     )
     for skip in skipped:
         _log(f"skipping {skip.target}: {skip.reason}")

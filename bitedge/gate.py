@@ -37,6 +37,7 @@ def run_parity(
     manifest: Manifest,
     *,
     simulated: nn.Module | None = None,
+    extra_runners: dict[str, Runner] | None = None,
     notes: list[str] | None = None,
 ) -> ParityReport:
     """Compare the artifact (and the simulated model, if any) with the float reference on ``images``."""
@@ -44,7 +45,9 @@ def run_parity(
 
     raw = bool(manifest.input.get("raw_pixels"))
     batches = Batches(images, processor, batch_size=16, raw_pixels=raw)
+    extra = extra_runners or {}
     outputs: dict[str, list[np.ndarray]] = {"reference": [], "artifact": [], "simulated": [], "labels": []}
+    outputs |= {name: [] for name in extra}
     total = -(-len(images.files) // batches.batch_size)
     for normalized, raw_pixels, labels in tqdm(batches, total=total, desc="parity", unit="batch", leave=False):
         artifact_input = raw_pixels if raw_pixels is not None else normalized
@@ -53,6 +56,8 @@ def run_parity(
             if simulated is not None:
                 outputs["simulated"].append(simulated(torch.from_numpy(artifact_input)).numpy())
         outputs["artifact"].append(runner(artifact_input))
+        for name, other in extra.items():
+            outputs[name].append(other(artifact_input))
         if labels is not None:
             outputs["labels"].append(labels)
     if not outputs["reference"]:
@@ -65,6 +70,9 @@ def run_parity(
         sim = np.concatenate(outputs["simulated"])
         comparisons.append(Comparison.of(ARTIFACT_VS_SIMULATED, compare(sim, art), INT8_VS_SIMULATED))
         comparisons.append(Comparison.of(SIMULATED_VS_FLOAT, compare(ref, sim, labels_all), budget, gated=False))
+    for name in extra:
+        metrics = compare(ref, np.concatenate(outputs[name]), labels_all)
+        comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
     all_notes = list(notes or [])
     if batches.skipped:
         all_notes.append(f"skipped {len(batches.skipped)} unreadable images, e.g. {batches.skipped[0]}")

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from torch import nn
-
 from bitedge.artifact import Manifest, atomic_directory, check_destination
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
@@ -29,7 +27,13 @@ from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
 from bitedge.parity import ParityReport
 from bitedge.provenance import build_manifest, file_metadata
-from bitedge.quantize import TABLE_FILE, CalibrationOptions, calibration_summary, calibration_table
+from bitedge.quantize import (
+    TABLE_FILE,
+    CalibrationOptions,
+    calibration_batches,
+    calibration_summary,
+    calibration_table,
+)
 from bitedge.targets import Precision, Target
 
 Log = Callable[[str], None]
@@ -45,6 +49,7 @@ class ConvertOptions:
     threads: int | None = None  # runtime threads during verification
     seed: int = 0  # weight seed, for presets
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    quantizer: str | None = None  # int8: "bitedge" or a target's own ("nncf"); None: each target's default
 
 
 @dataclass(frozen=True)
@@ -67,35 +72,40 @@ def convert(
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
     spec = ExportSpec(processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor))
     table: CalibrationTable | None = None
-    simulated: nn.Module | None = None
     if any(job.precision == Precision.INT8 for job in jobs):
         table = calibration_table(
             model, deploy, processor, options.calibration, raw_pixels=options.raw_pixel_input, log=log
         )
-        simulated = simulate(deploy, table)
+        raw, calibration_options = options.raw_pixel_input, options.calibration
+        spec = replace(
+            spec,
+            simulated=simulate(deploy, table),
+            calibration=lambda: calibration_batches(processor, calibration_options, raw_pixels=raw),
+            quantizer=options.quantizer,
+        )
     results = []
     for job in jobs:
         converter = get_converter(job.target)
-        int8 = job.precision == Precision.INT8
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
             log(f"converting to {job.target} {job.precision}")
-            graph = simulated if int8 else deploy
-            assert graph is not None
-            converted = converter.convert(graph, tmp, precision=job.precision, spec=spec)
+            converted = converter.convert(deploy, tmp, precision=job.precision, spec=spec)
             files = list(converted.files)
-            if int8 and table is not None:
+            calibration = None
+            if job.precision == Precision.INT8 and table is not None:
                 table.save(tmp / TABLE_FILE)
                 files.append(TABLE_FILE)
+                calibration = calibration_summary(table) | {"quantizer": converted.quantizer}
             manifest = build_manifest(
                 model, processor, converter, target=job.target, precision=job.precision, spec=spec, files=files,
-                seed=options.seed, calibration=calibration_summary(table) if int8 and table else None,
+                seed=options.seed, calibration=calibration,
             )  # fmt: skip
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
-            sim = simulated if int8 else None
             report = run_parity(
-                model, runner, images, processor, converter, manifest, simulated=sim, notes=converted.notes
-            )
+                model, runner, images, processor, converter, manifest, notes=converted.notes,
+                simulated=spec.simulated if converted.simulated_reference else None,
+                extra_runners=converter.informational_runners(tmp, manifest),
+            )  # fmt: skip
             record(tmp, manifest, report, images)
         results.append(Result(job.directory, manifest, report))
     return results
@@ -122,13 +132,17 @@ def verify(
         raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
     images = scan_images(eval_images or Path(recorded), model.config.labels)
     simulated = None
-    if manifest.precision == Precision.INT8:
+    calibration = manifest.calibration or {}
+    if manifest.precision == Precision.INT8 and calibration.get("quantizer", "bitedge") == "bitedge":
         raw = bool(manifest.input.get("raw_pixels"))
         table = CalibrationTable.load(directory / TABLE_FILE)
         simulated = simulate(fold(model, raw_pixel_input=raw, processor=processor), table)
     runner = converter.load_runner(directory, manifest, threads=threads)
     log(f"verifying {directory} on {len(images.files)} images")
-    report = run_parity(model, runner, images, processor, converter, manifest, simulated=simulated)
+    report = run_parity(
+        model, runner, images, processor, converter, manifest, simulated=simulated,
+        extra_runners=converter.informational_runners(directory, manifest),
+    )  # fmt: skip
     record(directory, manifest, report, images)
     return Result(directory, manifest, report)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from bitedge.calibration.calibrate import DEFAULT_METHOD, collect_ranges, make_table
@@ -65,6 +66,14 @@ def calibration_table(
         ranges, excluded, data, method=options.method, model_sha256=sha, input_size=processor.input_size,
         raw_pixels=raw_pixels,
     )  # fmt: skip
+
+
+def calibration_batches(
+    processor: BitImageProcessor, options: CalibrationOptions, *, raw_pixels: bool
+) -> Iterator[np.ndarray]:
+    """The same calibration images, batch size 1, for quantizers of a target's own (NNCF)."""
+    data = open_calibration(options.images, size=options.size, seed=options.seed, strict=options.strict_images)
+    yield from data.batches(processor, raw_pixels=raw_pixels, batch_size=1)
 
 
 def calibration_summary(table: CalibrationTable) -> dict[str, Any]:

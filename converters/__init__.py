@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 def get_converter(target: Target) -> Converter:
     """The converter registered for ``target``; an UnknownTargetError names the ones that exist."""
     from bitedge.converters.onnx import OnnxConverter
+    from bitedge.converters.openvino import OpenVinoConverter
 
-    converters: dict[Target, Converter] = {Target.ONNX: OnnxConverter()}
+    converters: dict[Target, Converter] = {Target.ONNX: OnnxConverter(), Target.OPENVINO: OpenVinoConverter()}
     if target not in converters:
         available = ", ".join(t.value for t in converters)
         raise UnknownTargetError(f"target {target} is not implemented yet; available: {available}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -28,18 +28,24 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What the artifact's input looks like and what to embed in it."""
+    """What the artifact's input looks like, what to embed in it and, for int8, how to quantize."""
 
     input_size: tuple[int, int]  # (H, W)
     batch: int | None  # None: dynamic batch dimension
     raw_pixel_input: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ (calibration table)
+    calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
+    quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
 
 
 @dataclass(frozen=True)
 class ConvertedFiles:
     files: list[str]  # relative to the artifact directory
     notes: list[str] = field(default_factory=list)
+    quantizer: str | None = None  # int8: which quantizer made the artifact
+    # int8: True when the artifact carries bitedge's Q/DQ, so the simulated model is its fidelity reference
+    simulated_reference: bool = False
 
 
 class Converter(ABC):
@@ -80,7 +86,11 @@ class Converter(ABC):
 
     @abstractmethod
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
-        """The artifact, loaded in its real runtime, as ``batch -> logits``."""
+        """The artifact, loaded in its real runtime, as ``batch -> logits`` (the verified configuration)."""
+
+    def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:
+        """Other ways users may run the artifact (e.g. a runtime's default precision), shown, not gated."""
+        return {}
 
 
 def fixed_batch(run: Runner, batch: int | None) -> Runner:

@@ -21,7 +21,7 @@ from bitedge.artifact import Manifest
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
 from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, ExportError, build_onnx
 from bitedge.converters.qdq_lint import lint_int8
-from bitedge.errors import BadInputError
+from bitedge.errors import BadInputError, UnknownTargetError
 from bitedge.targets import Precision, Target
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
@@ -35,19 +35,25 @@ class OnnxConverter(Converter):
     modules = ("onnx", "onnxruntime")
 
     def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
+        int8 = precision == Precision.INT8
+        if int8 and spec.quantizer not in (None, "bitedge"):
+            raise UnknownTargetError(f"the onnx target quantizes with bitedge's table only, not {spec.quantizer!r}")
+        if int8 and spec.simulated is None:
+            raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
         model = build_onnx(
-            deploy,
+            spec.simulated if int8 and spec.simulated is not None else deploy,
             input_size=spec.input_size,
             batch=spec.batch,
             fp16=precision == Precision.FP16,
             metadata=spec.metadata,
             producer_version=__version__,
         )
-        if precision == Precision.INT8:  # ``deploy`` is the simulated-quantized model here
+        if int8:
             problems = lint_int8(model)
             if problems:
                 raise ExportError("the INT8 graph breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
-        return ConvertedFiles(save_onnx(model, directory / MODEL_FILE))
+        files = save_onnx(model, directory / MODEL_FILE)
+        return ConvertedFiles(files, quantizer="bitedge" if int8 else None, simulated_reference=int8)
 
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         import onnxruntime as ort

@@ -1,0 +1,127 @@
+"""OpenVINO target: IR (model.xml + model.bin) in fp32, fp16 (compressed weights) and int8, run on the CPU.
+
+The IR is read from bitedge's folded ONNX graph (native GroupNormalization, no weight standardization).
+INT8 has two routes, chosen with ``--quantizer``:
+
+- ``nncf`` (default): NNCF post-training quantization of the fp32 IR, fed with bitedge's calibration
+  images. NNCF also quantizes the convolution outputs and residual adds that feed GroupNorm, which the
+  CPU plugin runs faster (benchmarks/results/openvino.md).
+- ``bitedge``: the Q/DQ graph of bitedge's calibration table, the same quantization as every other target;
+  verified against the simulated-quantized model.
+
+``--raw-pixel-input`` adds a PrePostProcessor step: the IR takes uint8 NHWC RGB (camera pixels after resize
+and crop) and converts type and layout itself; normalization is already folded into the stem exactly.
+Verification compiles with ``INFERENCE_PRECISION_HINT=f32``: CPUs with avx512_bf16 otherwise run bf16
+silently. What that default gives is reported next to the gated result.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from bitedge.artifact import Manifest
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
+from bitedge.converters.onnx_graph import build_onnx
+from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.targets import Precision, Target
+
+MODEL_XML = "model.xml"
+QUANTIZERS = ("nncf", "bitedge")
+DEFAULT_QUANTIZER = "nncf"
+
+
+class OpenVinoConverter(Converter):
+    target = Target.OPENVINO
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    extra = "openvino"
+    modules = ("openvino",)
+
+    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
+        import openvino as ov
+
+        quantizer = (spec.quantizer or DEFAULT_QUANTIZER) if precision == Precision.INT8 else None
+        if quantizer is not None and quantizer not in QUANTIZERS:
+            raise UnknownTargetError(f"unknown quantizer {quantizer!r} for openvino; choose from {QUANTIZERS}")
+        graph = spec.simulated if quantizer == "bitedge" else deploy
+        assert graph is not None, "int8 with bitedge's quantizer needs the simulated-quantized model"
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            onnx_path = Path(scratch) / "model.onnx"
+            _save_onnx(build_onnx(graph, input_size=spec.input_size, batch=spec.batch), onnx_path)
+            model = ov.convert_model(str(onnx_path))
+        if quantizer == "nncf":
+            model = _nncf_quantize(model, spec)
+        if spec.raw_pixel_input:
+            model = _raw_pixel_input(model)
+        for key, value in spec.metadata.items():
+            model.set_rt_info(value, ["bitedge", key.removeprefix("bitedge.")])
+        ov.save_model(model, str(directory / MODEL_XML), compress_to_fp16=precision == Precision.FP16)
+        return ConvertedFiles([MODEL_XML, "model.bin"], quantizer=quantizer, simulated_reference=quantizer == "bitedge")
+
+    def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+        return self._runner(directory, manifest, {"INFERENCE_PRECISION_HINT": "f32"}, threads)
+
+    def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:
+        import openvino as ov
+
+        default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+        if default == ov.Type.f32:
+            return {}
+        return {
+            f"the CPU's default inference precision ({default.to_string()})": self._runner(
+                directory, manifest, {}, None
+            )
+        }
+
+    def _runner(self, directory: Path, manifest: Manifest, config: dict[str, Any], threads: int | None) -> Runner:
+        import openvino as ov
+
+        if threads:
+            config = {**config, "INFERENCE_NUM_THREADS": threads}
+        config = {"PERFORMANCE_HINT": "LATENCY", **config}
+        compiled = ov.Core().compile_model(str(directory / MODEL_XML), "CPU", config)
+        raw = bool(manifest.input.get("raw_pixels"))
+
+        def run(pixels: np.ndarray) -> np.ndarray:  # (N, 3, H, W) float32; raw pixels are 0..255
+            if raw:  # what an app feeds: uint8 NHWC
+                pixels = np.ascontiguousarray(pixels.round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+            out: np.ndarray = compiled(pixels)[0]
+            return out.astype(np.float32)
+
+        batch = manifest.input["shape"][0]
+        return fixed_batch(run, batch if isinstance(batch, int) else None)
+
+
+def _save_onnx(model: Any, path: Path) -> None:
+    from bitedge.converters.onnx import save_onnx
+
+    save_onnx(model, path)
+
+
+def _nncf_quantize(model: Any, spec: ExportSpec) -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise MissingRuntimeError(
+            "--quantizer nncf needs nncf; install it with: pip install 'bitedge[openvino]'"
+        ) from None
+    if spec.calibration is None:
+        raise UnknownTargetError("the nncf quantizer needs calibration images")
+    samples = list(spec.calibration())
+    return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+
+
+def _raw_pixel_input(model: Any) -> Any:
+    """uint8 NHWC RGB in; the IR converts type and layout (normalization is folded into the stem)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    return ppp.build()
