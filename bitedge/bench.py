@@ -69,6 +69,12 @@ def measure_interleaved(
     return {name: _stats(name, s, batch, threads) for name, s in samples.items()}
 
 
+def paired_ratio(numerator: LatencyStats, denominator: LatencyStats) -> float:
+    """Median over rounds of ``numerator / denominator`` for samples taken in the same interleaved round."""
+    pairs = zip(numerator.samples_ms, denominator.samples_ms, strict=False)
+    return float(np.median([a / b for a, b in pairs]))
+
+
 def _stats(name: str, samples: list[float], batch: int, threads: int | None) -> LatencyStats:
     array = np.asarray(samples)
     median = float(np.median(array))

@@ -71,11 +71,8 @@ class OpenVinoConverter(Converter):
         default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
         if default == ov.Type.f32:
             return {}
-        return {
-            f"the CPU's default inference precision ({default.to_string()})": self._runner(
-                directory, manifest, {}, None
-            )
-        }
+        name = f"the CPU's default inference precision ({default.to_string()})"
+        return {name: self._runner(directory, manifest, {}, None)}
 
     def _runner(self, directory: Path, manifest: Manifest, config: dict[str, Any], threads: int | None) -> Runner:
         import openvino as ov
