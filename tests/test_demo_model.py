@@ -48,7 +48,8 @@ def test_convert_with_no_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
         os.chdir(cwd)
     out = capsys.readouterr()
     root = tmp_path / "bitedge-artifacts"
-    assert sorted(p.name for p in root.iterdir()) == ["onnx-fp16", "onnx-fp32", "onnx-int8"]
+    expected = [f"{t}-{p}" for t in ("onnx", "openvino") for p in ("fp16", "fp32", "int8")]
+    assert sorted(p.name for p in root.iterdir()) == expected
     manifest = json.loads((root / "onnx-fp32" / "bitedge.json").read_text())
     assert manifest["status"] == "passed" and manifest["parity"]["artifact_accuracy"] >= 95.0
     assert "skipped tensorrt" in out.out
