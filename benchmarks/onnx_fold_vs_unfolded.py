@@ -202,7 +202,7 @@ def _write(out: Path, result: dict[str, Any], stats: dict[str, Any]) -> None:
     stem.with_suffix(".md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(10, 5))
     names = list(stats)
-    ax.boxplot([stats[n].samples_ms for n in names], vert=False, showfliers=False)
+    ax.boxplot([stats[n].samples_ms for n in names], orientation="horizontal", showfliers=False)
     ax.set_yticks(range(1, len(names) + 1), [n.replace(" | ", "\n") for n in names], fontsize=7)
     ax.set_xlabel("latency per image (ms), batch 1")
     ax.set_title(f"BiT-R50x1 224 in onnxruntime, {result['threads']} threads")

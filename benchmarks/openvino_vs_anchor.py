@@ -205,7 +205,7 @@ def _write(out: Path, result: dict[str, Any]) -> None:
     fig, axes = plt.subplots(1, len(result["models"]), figsize=(12, 4))
     for ax, m in zip(axes, result["models"], strict=True):
         names = list(m["irs"])
-        ax.boxplot([m["irs"][n]["latency"]["samples_ms"] for n in names], vert=False, showfliers=False)
+        ax.boxplot([m["irs"][n]["latency"]["samples_ms"] for n in names], orientation="horizontal", showfliers=False)
         ax.set_yticks(range(1, len(names) + 1), names, fontsize=6)
         ax.set_xlabel("ms per image, batch 1")
         ax.set_title(f"{m['model']} at {m['input'][0]}", fontsize=9)

@@ -89,7 +89,7 @@ def _stats(name: str, samples: list[float], batch: int, threads: int | None) -> 
         mean_ms=float(array.mean()),
         min_ms=float(array.min()),
         throughput=batch / (median / 1e3),
-        samples_ms=[round(s, 4) for s in samples],
+        samples_ms=list(samples),
     )
 
 

@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     _calibration_arguments(calibrate, with_table=False)
     calibrate.set_defaults(handler=_calibrate)
 
+    bench = commands.add_parser(
+        "bench",
+        help="time artifacts (and float models) under one latency protocol",
+        description="Time each TARGET (an artifact directory, or a model: the float PyTorch reference, "
+        "eager) on real preprocessed images: warm-up, then interleaved timed runs until both --runs and "
+        "--duration are reached; reports median, p90, p99, mean, min, throughput and ratios to the first.",
+    )
+    bench.add_argument("targets", nargs="+", metavar="TARGET", help="artifact directories or models")
+    bench.add_argument("--batch", nargs="+", type=_positive_int, default=[1], metavar="N", help="batch sizes")
+    bench.add_argument("--threads", type=_positive_int, default=None, help="runtime threads (default: runtime's)")
+    bench.add_argument("--runs", type=_positive_int, default=50, help="minimum timed runs (default 50)")
+    bench.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds (default 3)")
+    bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
+    bench.set_defaults(handler=_bench)
+
     verify = commands.add_parser(
         "verify",
         help="re-run the parity gate on an existing artifact",
@@ -238,6 +253,22 @@ def _convert(args: argparse.Namespace) -> int:
         print("\n".join(result.report.summary_lines()))
     print(_table(results, [(s.target, s.reason) for s in skipped]))
     return 0 if all(r.report.passed for r in results) else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from bitedge.bench import Protocol
+    from bitedge.benchrun import bench, table, write
+
+    if args.duration <= 0:
+        raise SystemExit("bitedge bench: error: --duration must be positive")
+    protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
+    _log(f"timing {len(args.targets)} target(s), interleaved, batch {args.batch}")
+    results = bench(args.targets, batches=args.batch, threads=args.threads, protocol=protocol)
+    print(table(results))
+    if args.out:
+        write(results, args.out, protocol)
+        print(f"results: {args.out}/bench.json, bench.md, bench.png")
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -87,6 +87,12 @@ class Converter(ABC):
     @abstractmethod
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         """The artifact, loaded in its real runtime, as ``batch -> logits`` (the verified configuration)."""
+
+    def bench_runner(
+        self, directory: Path, manifest: Manifest, *, threads: int | None
+    ) -> tuple[Runner, dict[str, Any]]:
+        """The artifact configured as a deployment runs it, for timing; and that configuration, recorded."""
+        return self.load_runner(directory, manifest, threads=threads), {"runtime": self.target.value}
 
     def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:
         """Other ways users may run the artifact (e.g. a runtime's default precision), shown, not gated."""

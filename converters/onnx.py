@@ -72,6 +72,14 @@ class OnnxConverter(Converter):
 
         return fixed_batch(run, manifest.input["shape"][0] if isinstance(manifest.input["shape"][0], int) else None)
 
+    def bench_runner(
+        self, directory: Path, manifest: Manifest, *, threads: int | None
+    ) -> tuple[Runner, dict[str, Any]]:
+        import onnxruntime as ort
+
+        runner = self.load_runner(directory, manifest, threads=threads)
+        return runner, {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "threads": threads}
+
 
 def save_onnx(model: Any, path: Path) -> list[str]:
     """Check and save ``model``; weights go to external data past the protobuf limit. Returns file names."""

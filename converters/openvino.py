@@ -33,10 +33,11 @@ from bitedge.targets import Precision, Target
 
 MODEL_XML = "model.xml"
 # GroupNorm as per-channel statistics averaged per group: the native op's (N, G, -1) reshape makes the CPU
-# plugin reorder layouts around every GroupNorm (6 of 12 ms in the hand-wired int8 R50x1). Measured on
-# BiT-R50x1 at 224 (benchmarks/results/openvino.md): int8 0.93x the hand-wired NNCF flow's latency, fp32
-# 0.80x. On tiny inputs (the 64 px demo) the extra reductions cost more than the reorders they save.
-GROUP_NORM = "channel-stats"
+# plugin reorder layouts around every GroupNorm (4-6 of 12-13 ms in the hand-wired int8 R50x1). Measured
+# (benchmarks/results/openvino.md): at 224 px it makes BiT-R50x1 int8 0.93x the hand-wired NNCF flow's
+# latency and fp32 0.8x; at 64 px (the demo) the extra reductions cost more than the reorders they save
+# (1.5x). So the form follows the input size, between those two measured points.
+CHANNEL_STATS_MIN_INPUT = 128
 QUANTIZERS = ("nncf", "bitedge")
 DEFAULT_QUANTIZER = "nncf"
 
@@ -60,7 +61,8 @@ class OpenVinoConverter(Converter):
             # bitedge's own Q/DQ keeps the native op: with the channel-statistics form, the CPU plugin's
             # low-precision transformations drift from the simulated model (max |Δlogit| 1.66 vs 0.08 native
             # on the demo model), which the fidelity gate rejects.
-            form = "native" if quantizer == "bitedge" else GROUP_NORM
+            large = min(spec.input_size) >= CHANNEL_STATS_MIN_INPUT
+            form = "channel-stats" if large and quantizer != "bitedge" else "native"
             onnx_model = build_onnx(graph, input_size=spec.input_size, batch=spec.batch, group_norm=form)
             _save_onnx(onnx_model, onnx_path)
             model = ov.convert_model(str(onnx_path))
@@ -75,6 +77,17 @@ class OpenVinoConverter(Converter):
 
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         return self._runner(directory, manifest, {"INFERENCE_PRECISION_HINT": "f32"}, threads)
+
+    def bench_runner(
+        self, directory: Path, manifest: Manifest, *, threads: int | None
+    ) -> tuple[Runner, dict[str, Any]]:
+        """LATENCY hint and the CPU's default inference precision: what a deployment gets."""
+        import openvino as ov
+
+        precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+        info = {"runtime": f"OpenVINO {ov.__version__} CPU", "performance_hint": "LATENCY",
+                "inference_precision": precision, "threads": threads}  # fmt: skip
+        return self._runner(directory, manifest, {}, threads), info
 
     def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:
         import openvino as ov
