@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", nargs="+", type=_positive_int, default=[1], metavar="N", help="batch sizes")
     bench.add_argument("--threads", type=_positive_int, default=None, help="runtime threads (default: runtime's)")
     bench.add_argument("--runs", type=_positive_int, default=50, help="minimum timed runs (default 50)")
-    bench.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds (default 3)")
+    bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
     bench.set_defaults(handler=_bench)
 
@@ -202,18 +202,18 @@ def _calibration_options(args: argparse.Namespace) -> Any:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from bitedge.artifact import check_destination
+    from bitedge.errors import BadInputError
     from bitedge.fold import fold
     from bitedge.loading import load_model
     from bitedge.pipeline import resolve_processor
     from bitedge.quantize import calibration_table
 
-    if args.out.exists() and not args.overwrite:
-        from bitedge.errors import BadInputError
-
-        raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
     if args.out.is_dir():
-        check_destination(args.out, overwrite=False)
+        raise BadInputError(f"{args.out}: is a directory; give the table's file name, e.g. {args.out}/table.json")
+    if args.out.exists() and not args.overwrite:
+        raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
+    if not args.out.parent.is_dir():
+        raise BadInputError(f"{args.out.parent}: directory does not exist; create it first")
     model = load_model(args.model, seed=args.seed)
     processor = resolve_processor(model.image_processor, args.image_size)
     deploy = fold(model, raw_pixel_input=args.raw_pixel_input, processor=processor)
@@ -259,8 +259,6 @@ def _bench(args: argparse.Namespace) -> int:
     from bitedge.bench import Protocol
     from bitedge.benchrun import bench, table, write
 
-    if args.duration <= 0:
-        raise SystemExit("bitedge bench: error: --duration must be positive")
     protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
     _log(f"timing {len(args.targets)} target(s), interleaved, batch {args.batch}")
     results = bench(args.targets, batches=args.batch, threads=args.threads, protocol=protocol)
@@ -301,6 +299,16 @@ def _log(message: str) -> None:
 
 def _batch(text: str) -> int | None:
     return None if text == "dynamic" else _positive_int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
