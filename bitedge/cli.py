@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
     bench.set_defaults(handler=_bench)
 
+    build_engine = commands.add_parser(
+        "build-engine",
+        help="build the TensorRT engine of a tensorrt bundle, on the device that will run it",
+        description="Build model.engine from a tensorrt bundle's ONNX and build spec (needs tensorrt and an "
+        "NVIDIA GPU), record the TensorRT version and GPU, then re-verify parity with the engine.",
+    )
+    build_engine.add_argument("artifact", type=Path, metavar="DIR", help="a tensorrt bundle from bitedge convert")
+    build_engine.set_defaults(handler=_build_engine)
+
     verify = commands.add_parser(
         "verify",
         help="re-run the parity gate on an existing artifact",
@@ -267,6 +276,24 @@ def _bench(args: argparse.Namespace) -> int:
         write(results, args.out, protocol)
         print(f"results: {args.out}/bench.json, bench.md, bench.png")
     return 0
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from bitedge.artifact import Manifest
+    from bitedge.converters.tensorrt_engine import HOW_TO, build_engine, engine_unavailable
+    from bitedge.errors import BadInputError
+
+    manifest = Manifest.read(args.artifact)
+    if manifest.target != "tensorrt":
+        raise BadInputError(f"{args.artifact}: a {manifest.target} artifact, not a tensorrt bundle")
+    reason = engine_unavailable()
+    if reason is not None:
+        raise BadInputError(f"cannot build here: {reason}; {HOW_TO}")
+    files = build_engine(args.artifact)
+    manifest.files = sorted(set(manifest.files) | set(files))
+    manifest.write(args.artifact)
+    _log(f"engine built: {args.artifact / files[0]}; verifying it")
+    return _verify(argparse.Namespace(artifact=args.artifact, eval_images=None, threads=None))
 
 
 def _verify(args: argparse.Namespace) -> int:

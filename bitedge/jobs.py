@@ -44,6 +44,10 @@ def plan_jobs(
                 raise
             skipped.append(Skipped(target, str(exc)))
             continue
+        reason = None if targets else converter.default_skip_reason()
+        if reason is not None:
+            skipped.append(Skipped(target, f"{reason} (name it with --target to build a bundle anyway)"))
+            continue
         for precision in precisions or list(converter.precisions):
             if precision in converter.precisions:
                 pairs.append((target, precision))

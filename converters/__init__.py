@@ -19,8 +19,13 @@ def get_converter(target: Target) -> Converter:
     """The converter registered for ``target``; an UnknownTargetError names the ones that exist."""
     from bitedge.converters.onnx import OnnxConverter
     from bitedge.converters.openvino import OpenVinoConverter
+    from bitedge.converters.tensorrt import TensorRTConverter
 
-    converters: dict[Target, Converter] = {Target.ONNX: OnnxConverter(), Target.OPENVINO: OpenVinoConverter()}
+    converters: dict[Target, Converter] = {
+        Target.ONNX: OnnxConverter(),
+        Target.OPENVINO: OpenVinoConverter(),
+        Target.TENSORRT: TensorRTConverter(),
+    }
     if target not in converters:
         available = ", ".join(t.value for t in converters)
         raise UnknownTargetError(f"target {target} is not implemented yet; available: {available}")

@@ -66,6 +66,10 @@ class Converter(ABC):
                     f"target {self.target} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
                 ) from None
 
+    def default_skip_reason(self) -> str | None:
+        """Why a convert that names no target should leave this one out here (None: include it)."""
+        return None
+
     def check_precision(self, precision: Precision) -> None:
         if precision not in self.precisions:
             supported = ", ".join(p.value for p in self.precisions)
