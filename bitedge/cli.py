@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        help="describe a model: architecture, parameters, MACs, source and sha256",
+        help="describe a model (architecture, parameters, MACs, sha256) or an artifact (its manifest)",
         description="Describe a BiT checkpoint or preset: architecture, parameter count, MACs at a "
         "resolution, checkpoint format and sha256.",
     )
@@ -112,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
     bench.set_defaults(handler=_bench)
 
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with an artifact (in its runtime) or a model",
+        description="Run an artifact (or the float model) on images with its own preprocessing and labels "
+        "and print the top-k labels with scores. Exit 2 if an image could not be read (the others are "
+        "still classified).",
+    )
+    predict.add_argument("target", metavar="ARTIFACT_OR_MODEL", help="artifact directory or model")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    predict.add_argument("--top-k", type=_positive_int, default=5, help="labels to show per image (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON records")
+    predict.add_argument("--threads", type=_positive_int, help="runtime threads")
+    predict.set_defaults(handler=_predict)
+
     build_engine = commands.add_parser(
         "build-engine",
         help="build the TensorRT engine of a tensorrt bundle, on the device that will run it",
@@ -149,6 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from bitedge.artifact import MANIFEST_NAME, Manifest
+
+    if (Path(args.model) / MANIFEST_NAME).is_file():
+        manifest = Manifest.read(args.model)
+        if args.json:
+            print(json.dumps(asdict(manifest), indent=2, default=str))
+        else:
+            print("\n".join(_artifact_lines(manifest)))
+        return 0
     from bitedge.loading import load_model
     from bitedge.presets import PRESETS
     from bitedge.summary import summarize
@@ -278,6 +302,27 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from bitedge.predict import expand_images, open_classifier, predict
+
+    classifier = open_classifier(args.target, threads=args.threads)
+    records = predict(classifier, expand_images(args.images), top_k=args.top_k)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for record in records:
+            if "error" in record:
+                print(f"{record['image']}: ERROR {record['error']}")
+            else:
+                best = ", ".join(f"{p['label']} {p['score']:.3f}" for p in record["predictions"])
+                print(f"{record['image']}: {best}")
+    failed = [r for r in records if "error" in r]
+    if failed:
+        print(f"bitedge: error: {len(failed)} of {len(records)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _build_engine(args: argparse.Namespace) -> int:
     from bitedge.artifact import Manifest
     from bitedge.converters.tensorrt_engine import HOW_TO, build_engine, engine_unavailable
@@ -326,6 +371,32 @@ def _log(message: str) -> None:
 
 def _batch(text: str) -> int | None:
     return None if text == "dynamic" else _positive_int(text)
+
+
+def _artifact_lines(manifest: Any) -> list[str]:
+    """What an artifact is, where it came from and how it did, one fact per line."""
+    parity = manifest.parity or {}
+    rows = [
+        ("artifact", f"{manifest.target} {manifest.precision} ({', '.join(manifest.files)})"),
+        ("status", manifest.status),
+        ("input", f"{manifest.input['name']} {manifest.input['shape']}, raw pixels: {manifest.input['raw_pixels']}"),
+        ("source", f"{manifest.source['path']} ({manifest.source['format']}, sha256 {manifest.source['sha256']})"),
+        (
+            "labels",
+            f"{len(manifest.labels)}: {', '.join(manifest.labels[:5])}{' …' if len(manifest.labels) > 5 else ''}",
+        ),
+        ("created", f"{manifest.created} with bitedge {manifest.tool_versions.get('bitedge')}"),
+    ]
+    if manifest.calibration:
+        c = manifest.calibration
+        rows.append(("calibration", f"{c.get('method')} on {c.get('used')} images, quantizer {c.get('quantizer')}"))
+    if parity:
+        accuracy = ""
+        if parity.get("reference_accuracy") is not None:
+            accuracy = f", accuracy {parity['reference_accuracy']:.2f}% -> {parity['artifact_accuracy']:.2f}%"
+        rows.append(("parity", f"top-1 agreement {parity['top1_agreement']:.2%}, max |Δ| {parity['max_abs_diff']:.3g}"
+                     f"{accuracy} on {parity['eval']['images']} images"))  # fmt: skip
+    return [f"{key:<12} {value}" for key, value in rows]
 
 
 def _positive_float(text: str) -> float:

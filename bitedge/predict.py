@@ -1,0 +1,100 @@
+"""`bitedge predict`: classify images with an artifact (in its runtime) or a model (float, PyTorch).
+
+The same runner that verify and bench use, the artifact's own preprocessing and labels. Each image is
+read on its own, so one corrupt file is reported and the others are still classified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitedge.data import IMAGE_SUFFIXES
+from bitedge.errors import BadInputError, ImageError
+from bitedge.image_processor import BitImageProcessor, to_rgb_array
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """``pixels (N, 3, H, W) -> logits`` plus what it needs to be fed and how to name its outputs."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    processor: BitImageProcessor
+    raw_pixels: bool
+    labels: list[str]
+    description: str
+
+
+def open_classifier(spec: str | Path, *, threads: int | None = None) -> Classifier:
+    """An artifact directory (with bitedge.json), or anything ``load_model`` reads."""
+    from bitedge.artifact import MANIFEST_NAME, Manifest
+
+    path = Path(spec)
+    if (path / MANIFEST_NAME).is_file():
+        from bitedge.converters import get_converter
+        from bitedge.targets import Target
+
+        manifest = Manifest.read(path)
+        converter = get_converter(Target(manifest.target))
+        converter.check_runtime()
+        run = converter.load_runner(path, manifest, threads=threads)
+        processor = BitImageProcessor.from_dict(manifest.preprocessing)
+        raw = bool(manifest.input.get("raw_pixels"))
+        return Classifier(run, processor, raw, list(manifest.labels), f"{manifest.target} {manifest.precision}")
+    import torch
+
+    from bitedge.loading import load_model
+    from bitedge.pipeline import resolve_processor
+
+    model = load_model(spec)
+
+    def run_float(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out: np.ndarray = model(torch.from_numpy(pixels)).logits.numpy()
+        return out
+
+    return Classifier(run_float, resolve_processor(model.image_processor, None), False, model.config.labels, "float")
+
+
+def expand_images(arguments: list[str]) -> list[Path]:
+    """Files as given; directories replaced by their images (recursive, sorted)."""
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise BadInputError(f"{path}: no images in this directory")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+def predict(classifier: Classifier, images: list[Path], *, top_k: int = 5) -> list[dict[str, Any]]:
+    """One record per image: ``{"image", "predictions": [{"label", "score"}...]}`` or ``{"image", "error"}``."""
+    processor = classifier.processor
+    if classifier.raw_pixels:
+        processor = replace(processor, do_rescale=False, do_normalize=False)
+    records: list[dict[str, Any]] = []
+    for path in images:
+        try:
+            pixels = processor.preprocess_one(to_rgb_array(path)).astype(np.float32)[None]
+        except ImageError as exc:
+            records.append({"image": str(path), "error": str(exc)})
+            continue
+        logits = classifier.run(pixels)[0].astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        best = np.argsort(-probabilities)[: min(top_k, len(probabilities))]
+        records.append(
+            {
+                "image": str(path),
+                "predictions": [{"label": classifier.labels[i], "score": float(probabilities[i])} for i in best],
+            }
+        )
+    return records
