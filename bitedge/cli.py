@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only once complete)")
     convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
     convert.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)
     convert.set_defaults(handler=_convert)
 
@@ -126,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON records")
     predict.add_argument("--threads", type=_positive_int, help="runtime threads")
     predict.set_defaults(handler=_predict)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild report.html and report.md from the artifacts in a directory",
+        description="One page across all artifacts under DIR: sizes, parity, accuracy, plots, flipped images.",
+    )
+    report.add_argument("root", type=Path, metavar="DIR", help="a convert --out directory")
+    report.set_defaults(handler=_report)
 
     build_engine = commands.add_parser(
         "build-engine",
@@ -285,7 +294,30 @@ def _convert(args: argparse.Namespace) -> int:
     for result in results:
         print("\n".join(result.report.summary_lines()))
     print(_table(results, [(s.target, s.reason) for s in skipped]))
+    root = args.out if len(results) > 1 else None
+    if args.bench:
+        from bitedge.bench import Protocol
+        from bitedge.benchrun import bench, table, write
+
+        _log("timing every artifact (batch 1, short protocol)")
+        timed = bench([str(r.directory) for r in results], batches=[1], threads=args.threads,
+                      protocol=Protocol(5, 0.5, 20, 1.0))  # fmt: skip
+        print(table(timed))
+        write(timed, root or args.out, Protocol(5, 0.5, 20, 1.0))
+    if root is not None:
+        from bitedge.report import build_report
+
+        html_path, _ = build_report(root)
+        print(f"report: {html_path}")
     return 0 if all(r.report.passed for r in results) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bitedge.report import build_report
+
+    html_path, md_path = build_report(args.root)
+    print(f"report: {html_path} and {md_path}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

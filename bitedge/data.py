@@ -59,6 +59,7 @@ class Batches:
     batch_size: int = 16
     raw_pixels: bool = False  # 0..255 float32 after resize and crop, for raw-pixel-input artifacts
     skipped: list[str] = field(default_factory=list)
+    used: list[Path] = field(default_factory=list)  # the files that made it into a batch, in order
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         """Yields ``(normalized (N,3,H,W), raw (N,3,H,W) or None, labels (N,) or None)``."""
@@ -73,6 +74,7 @@ class Batches:
                     self.skipped.append(str(exc))
                     continue
                 normalized.append(self.processor.preprocess_one(rgb))
+                self.used.append(path)
                 if self.raw_pixels:
                     raw.append(raw_processor.preprocess_one(rgb).astype(np.float32))
                 if self.images.labels is not None:

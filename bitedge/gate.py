@@ -26,6 +26,8 @@ from bitedge.targets import Precision
 ARTIFACT_VS_FLOAT = "artifact vs float reference"
 ARTIFACT_VS_SIMULATED = "artifact vs simulated-quantized (conversion fidelity)"
 SIMULATED_VS_FLOAT = "simulated-quantized vs float (quantization error)"
+OUTPUTS_FILE = "parity_outputs.npz"
+MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's scatter plots; top-1s for all
 
 
 def run_parity(
@@ -78,12 +80,23 @@ def run_parity(
         all_notes.append(f"skipped {len(batches.skipped)} unreadable images, e.g. {batches.skipped[0]}")
     if images.note:
         all_notes.append(images.note)
-    return ParityReport(manifest.target, manifest.precision, comparisons, all_notes)
+    report = ParityReport(manifest.target, manifest.precision, comparisons, all_notes)
+    report.outputs = {
+        "reference": ref[:MAX_STORED_LOGITS],
+        "artifact": art[:MAX_STORED_LOGITS],
+        "reference_top1": ref.argmax(1),
+        "artifact_top1": art.argmax(1),
+        "labels": labels_all if labels_all is not None else np.zeros(0, np.int64),
+        "files": np.asarray([str(p) for p in batches.used]),
+    }
+    return report
 
 
 def record(directory: Path, manifest: Manifest, report: ParityReport, images: ImageSet) -> None:
     """Write parity.json, parity.md and the manifest (with its parity summary) into ``directory``."""
     write_json_atomic(directory / "parity.json", report.to_dict())
+    if report.outputs is not None:
+        np.savez_compressed(directory / OUTPUTS_FILE, **report.outputs)
     (directory / "parity.md").write_text(report.to_markdown(), encoding="utf-8")
     first = report.comparisons[0].metrics
     manifest.status = "passed" if report.passed else "failed"

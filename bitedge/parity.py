@@ -143,6 +143,8 @@ class ParityReport:
     precision: str
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    # per-image outputs for the HTML report (reference/artifact logits, top-1s, labels, files); not in JSON
+    outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
