@@ -1,0 +1,204 @@
+"""The benchmark suite: every flow side by side, speed never without accuracy, against the machine's ceiling.
+
+For BiT-R50x1 at 224 (seeded weights) and the demo model at 64, in one run on this machine:
+torch eager fp32 (the float reference); transformers' model exported to ONNX unfolded (torch.onnx.export,
+TorchScript); bitedge ONNX fp32, fp16, int8; the anchor OpenVINO flow (transformers -> convert_model ->
+nncf.quantize defaults); bitedge OpenVINO fp32, fp16, int8 (default quantizer). Each is compiled as a
+deployment would run it (onnxruntime defaults; OpenVINO LATENCY hint and the CPU's default precision),
+2 threads, batch 1, timed interleaved under bitedge's latency protocol; ratios are medians of per-round
+pairs against the three anchors. On the demo model every flow is also scored on the 400 held-out images.
+
+The ceiling: the conv-only time of bitedge's OpenVINO int8 model (performance counters) and the plain
+fp32 matrix-multiply throughput of 2 threads, so each result reads as a fraction of what the hardware does.
+
+    python benchmarks/suite.py              # writes benchmarks/results/suite.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from onnx_fold_vs_unfolded import _export_anchors
+from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
+
+from bitedge.bench import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.converters.base import ExportSpec
+from bitedge.converters.onnx import OnnxConverter
+from bitedge.data import Batches, scan_images
+from bitedge.fold import fold
+from bitedge.loading import DEMO_EVAL
+from bitedge.parity import compare
+from bitedge.targets import Precision
+
+RESULTS = Path(__file__).parent / "results"
+EAGER, UNFOLDED = "torch eager fp32", "transformers -> ONNX unfolded (onnxruntime)"
+
+
+def _ort(path: Path) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    # Interleaved with other runtimes on 2 cores, onnxruntime's spinning worker threads would steal the
+    # cores from whatever runs next (and OpenVINO's from it); without spinning each call pays only itself.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"pixel_values": x})[0]
+
+
+def flows(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any, dict[str, float]]:
+    """{name: batch -> logits} for every flow of one model, the float model, its processor, the ceiling."""
+    (work / "openvino").mkdir()
+    irs, model, processor = build(model_name, work / "openvino")
+    core = ov.Core()
+    runs: dict[str, Any] = {}
+
+    def eager(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).logits.numpy()  # type: ignore[no-any-return]
+
+    runs[EAGER] = eager
+    import transformers
+
+    hf = transformers.BitForImageClassification.from_pretrained(work / "openvino" / "hf").eval()
+    example = torch.zeros(1, 3, *processor.input_size)
+    anchors = _export_anchors(hf, example, work)
+    runs[UNFOLDED] = _ort(Path(str(next(iter(anchors.values())))))
+    deploy = fold(model)
+    from bitedge.calibration.simulate import simulate
+    from bitedge.quantize import CalibrationOptions, calibration_table
+
+    table = calibration_table(model, deploy, processor, CalibrationOptions(size=300), raw_pixels=False)
+    spec = ExportSpec(processor.input_size, None, simulated=simulate(deploy, table))
+    for precision in (Precision.FP32, Precision.FP16, Precision.INT8):
+        out = work / f"onnx-{precision}"
+        out.mkdir()
+        OnnxConverter().convert(deploy, out, precision=precision, spec=spec)
+        runs[f"bitedge ONNX {precision}"] = _ort(out / "model.onnx")
+    for name, key in (("anchor OpenVINO int8 (hand-wired NNCF)", ANCHOR), ("bitedge OpenVINO fp32", "bitedge fp32"),
+                      ("bitedge OpenVINO fp16", "bitedge fp16"), ("bitedge OpenVINO int8", DEFAULT)):  # fmt: skip
+        compiled = core.compile_model(irs[key], "CPU", CONFIG)
+        runs[name] = lambda x, c=compiled: c(x)[0]
+    profiled = core.compile_model(irs[DEFAULT], "CPU", {**CONFIG, "PERF_COUNT": True})
+    by_type = profile(profiled, np.zeros((1, 3, *processor.input_size), np.float32))
+    ceiling = {"bitedge OpenVINO int8 conv-only ms": by_type.get("Convolution", 0.0)}
+    return runs, model, processor, ceiling
+
+
+def matmul_gflops(size: int = 1024, seconds: float = 2.0) -> float:
+    torch.set_num_threads(2)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def run(model_name: str, quick: bool) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs, model, processor, ceiling = flows(model_name, Path(tmp))
+        batches = list(Batches(scan_images(DEMO_EVAL, model.config.labels), processor, batch_size=50))
+        pixels = np.concatenate([b[0] for b in batches])
+        result: dict[str, Any] = {
+            "model": model_name,
+            "input": list(processor.input_size),
+            "flows": {},
+            "ceiling": ceiling,
+        }
+        if model_name == "bitedge/demo":
+            labels = np.concatenate([b[2] for b in batches])
+            reference = runs[EAGER](pixels)
+            for name, fn in runs.items():
+                m = compare(reference, np.concatenate([fn(p[None]) for p in pixels]), labels)
+                result["flows"][name] = {"top1_agreement": m.top1_agreement, "accuracy": m.artifact_accuracy}
+        x = np.ascontiguousarray(pixels[:1])
+        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        stats = measure_interleaved(
+            {n: (lambda f=f: f(x)) for n, f in runs.items()}, batch=1, threads=2, protocol=protocol
+        )
+    for name, s in stats.items():
+        entry = result["flows"].setdefault(name, {})
+        entry["latency"] = s.to_dict()
+        entry["vs_eager"] = paired_ratio(s, stats[EAGER])
+        entry["vs_unfolded_onnx"] = paired_ratio(s, stats[UNFOLDED])
+        entry["vs_anchor_openvino_int8"] = paired_ratio(s, stats["anchor OpenVINO int8 (hand-wired NNCF)"])
+    conv = ceiling["bitedge OpenVINO int8 conv-only ms"]
+    result["ceiling"]["int8_conv_share_of_latency"] = conv / stats["bitedge OpenVINO int8"].median_ms
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    result = {
+        "benchmark": "suite",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_info(),
+        "matmul_fp32_gflops_2_threads": matmul_gflops(),
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "openvino": ov.__version__},
+        "models": [run("bit-s-r50x1", args.quick), run("bitedge/demo", args.quick)],
+    }
+    _write(args.out, result)
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(result, indent=2) + "\n")
+    m = result["machine"]
+    lines = [
+        f"# bitedge benchmark suite ({result['date']})",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, flags {' '.join(m['flags'])}; torch "
+        f"{result['versions']['torch']}, onnxruntime {result['versions']['onnxruntime']}, OpenVINO "
+        f"{result['versions']['openvino']}. Batch 1, 2 threads; ratios are medians of per-round pairs. Plain fp32 "
+        f"matmul on 2 threads: {result['matmul_fp32_gflops_2_threads']:.0f} GFLOP/s.",
+    ]
+    for model in result["models"]:
+        lines += ["", f"## {model['model']} at {model['input'][0]}", ""]
+        lines += ["| flow | median ms | × torch eager | × unfolded ONNX | × anchor OV int8 | top-1 agree | accuracy |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for name, e in model["flows"].items():
+            parity = f"{e['top1_agreement']:.2%} | {e['accuracy']:.2f}%" if "top1_agreement" in e else "- | -"
+            lines.append(
+                f"| {name} | {e['latency']['median_ms']:.2f} | {e['vs_eager']:.3f} | {e['vs_unfolded_onnx']:.3f} | "
+                f"{e['vs_anchor_openvino_int8']:.3f} | {parity} |"
+            )
+        c = model["ceiling"]
+        lines += ["", f"Ceiling: bitedge OpenVINO int8 spends {c['bitedge OpenVINO int8 conv-only ms']:.2f} ms in "
+                  f"convolutions, {c['int8_conv_share_of_latency']:.0%} of its median latency."]  # fmt: skip
+    lines += ["", "Reproduce: `python benchmarks/suite.py`", ""]
+    (out / "suite.md").write_text("\n".join(lines))
+    fig, axes = plt.subplots(1, len(result["models"]), figsize=(12, 4))
+    for ax, model in zip(axes, result["models"], strict=True):
+        names = list(model["flows"])
+        ax.barh(names, [model["flows"][n]["latency"]["median_ms"] for n in names])
+        ax.set_xscale("log")
+        ax.set_xlabel("median ms, batch 1 (log)")
+        ax.set_title(f"{model['model']} at {model['input'][0]}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "suite.png", dpi=110)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
