@@ -7,15 +7,22 @@ config). Errors print one line on stderr, never a traceback; only a bug in bited
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from bitedge import __version__
 from bitedge.calibration import DEFAULT_METHOD, METHODS
+from bitedge.commands import (
+    run_bench,
+    run_build_engine,
+    run_calibrate,
+    run_convert,
+    run_inspect,
+    run_predict,
+    run_report,
+    run_verify,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="input size for the MAC count (default: the model's preprocessing size, else 224)",
     )  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
-    inspect.set_defaults(handler=_inspect)
+    inspect.set_defaults(handler=run_inspect)
 
     convert = commands.add_parser(
         "convert",
@@ -82,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)
-    convert.set_defaults(handler=_convert)
+    convert.set_defaults(handler=run_convert)
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -97,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
     calibrate.add_argument("--overwrite", action="store_true", help="replace TABLE.json if it exists")
     _calibration_arguments(calibrate, with_table=False)
-    calibrate.set_defaults(handler=_calibrate)
+    calibrate.set_defaults(handler=run_calibrate)
 
     bench = commands.add_parser(
         "bench",
@@ -112,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, default=50, help="minimum timed runs (default 50)")
     bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
-    bench.set_defaults(handler=_bench)
+    bench.set_defaults(handler=run_bench)
 
     predict = commands.add_parser(
         "predict",
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_positive_int, default=5, help="labels to show per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON records")
     predict.add_argument("--threads", type=_positive_int, help="runtime threads")
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=run_predict)
 
     report = commands.add_parser(
         "report",
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One page across all artifacts under DIR: sizes, parity, accuracy, plots, flipped images.",
     )
     report.add_argument("root", type=Path, metavar="DIR", help="a convert --out directory")
-    report.set_defaults(handler=_report)
+    report.set_defaults(handler=run_report)
 
     build_engine = commands.add_parser(
         "build-engine",
@@ -143,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "NVIDIA GPU), record the TensorRT version and GPU, then re-verify parity with the engine.",
     )
     build_engine.add_argument("artifact", type=Path, metavar="DIR", help="a tensorrt bundle from bitedge convert")
-    build_engine.set_defaults(handler=_build_engine)
+    build_engine.set_defaults(handler=run_build_engine)
 
     verify = commands.add_parser(
         "verify",
@@ -153,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
     verify.add_argument("--threads", type=_positive_int, help="runtime threads")
-    verify.set_defaults(handler=_verify)
+    verify.set_defaults(handler=run_verify)
     return parser
 
 
@@ -170,38 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bitedge: interrupted", file=sys.stderr)
         return 130
-
-
-def _inspect(args: argparse.Namespace) -> int:
-    from bitedge.artifact import MANIFEST_NAME, Manifest
-
-    if (Path(args.model) / MANIFEST_NAME).is_file():
-        manifest = Manifest.read(args.model)
-        if args.json:
-            print(json.dumps(asdict(manifest), indent=2, default=str))
-        else:
-            print("\n".join(_artifact_lines(manifest)))
-        return 0
-    from bitedge.loading import load_model
-    from bitedge.presets import PRESETS
-    from bitedge.summary import summarize
-
-    if not Path(args.model).exists() and args.model in PRESETS:
-        preset = PRESETS[args.model]
-        subject = preset.config()  # architecture only: nothing to load, nothing allocated
-        default_resolution = preset.resolution
-        name = f"{args.model} ({preset.description}, preset: architecture only, no trained weights)"
-    else:
-        subject = load_model(args.model)
-        processor = subject.image_processor
-        default_resolution = processor.input_size[0] if processor else 224
-        name = args.model
-    summary = summarize(name, subject, args.resolution or default_resolution)
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        print("\n".join(summary.lines()))
-    return 0
 
 
 def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool) -> None:
@@ -228,207 +203,8 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
         )  # fmt: skip
 
 
-def _calibration_options(args: argparse.Namespace) -> Any:
-    from bitedge.loading import DEMO_CALIBRATION
-    from bitedge.quantize import CalibrationOptions
-
-    return CalibrationOptions(
-        images=args.calibration or DEMO_CALIBRATION,
-        table=getattr(args, "calibration_table", None),
-        method=args.calibration_method,
-        size=args.calibration_size,
-        seed=args.calibration_seed,
-        exclude=tuple(args.exclude),
-        strict_images=args.strict_images,
-    )
-
-
-def _calibrate(args: argparse.Namespace) -> int:
-    from bitedge.errors import BadInputError
-    from bitedge.fold import fold
-    from bitedge.loading import load_model
-    from bitedge.pipeline import resolve_processor
-    from bitedge.quantize import calibration_table
-
-    if args.out.is_dir():
-        raise BadInputError(f"{args.out}: is a directory; give the table's file name, e.g. {args.out}/table.json")
-    if args.out.exists() and not args.overwrite:
-        raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
-    if not args.out.parent.is_dir():
-        raise BadInputError(f"{args.out.parent}: directory does not exist; create it first")
-    model = load_model(args.model, seed=args.seed)
-    processor = resolve_processor(model.image_processor, args.image_size)
-    deploy = fold(model, raw_pixel_input=args.raw_pixel_input, processor=processor)
-    options = _calibration_options(args)
-    table = calibration_table(model, deploy, processor, options, raw_pixels=args.raw_pixel_input, log=_log)
-    table.save(args.out)
-    used = table.calibration["used"]
-    print(f"calibration table: {args.out} ({table.method}, {len(table.amax)} layers, {used} images)")
-    return 0
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from bitedge.jobs import plan_jobs
-    from bitedge.loading import DEMO_EVAL
-    from bitedge.pipeline import ConvertOptions, convert
-    from bitedge.targets import parse_precision, parse_target
-
-    named = args.target and args.target != ["all"]
-    targets = [parse_target(t) for t in args.target] if named else None
-    precisions = [parse_precision(p) for p in args.precision] if args.precision else None
-    jobs, skipped = plan_jobs(targets, precisions, args.out)
-    options = ConvertOptions(
-        eval_images=args.eval_images or DEMO_EVAL,
-        image_size=args.image_size,
-        batch=args.batch,
-        raw_pixel_input=args.raw_pixel_input,
-        overwrite=args.overwrite,
-        threads=args.threads,
-        seed=args.seed,
-        calibration=_calibration_options(args),
-        quantizer=args.quantizer,
-    )
-    for skip in skipped:
-        _log(f"skipping {skip.target}: {skip.reason}")
-    results = convert(args.model, jobs, options, log=_log)
-    for result in results:
-        print("\n".join(result.report.summary_lines()))
-    print(_table(results, [(s.target, s.reason) for s in skipped]))
-    root = args.out if len(results) > 1 else None
-    if args.bench:
-        from bitedge.bench import Protocol
-        from bitedge.benchrun import bench, table, write
-
-        _log("timing every artifact (batch 1, short protocol)")
-        timed = bench([str(r.directory) for r in results], batches=[1], threads=args.threads,
-                      protocol=Protocol(5, 0.5, 20, 1.0))  # fmt: skip
-        print(table(timed))
-        write(timed, root or args.out, Protocol(5, 0.5, 20, 1.0))
-    if root is not None:
-        from bitedge.report import build_report
-
-        html_path, _ = build_report(root)
-        print(f"report: {html_path}")
-    return 0 if all(r.report.passed for r in results) else 1
-
-
-def _report(args: argparse.Namespace) -> int:
-    from bitedge.report import build_report
-
-    html_path, md_path = build_report(args.root)
-    print(f"report: {html_path} and {md_path}")
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from bitedge.bench import Protocol
-    from bitedge.benchrun import bench, table, write
-
-    protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
-    _log(f"timing {len(args.targets)} target(s), interleaved, batch {args.batch}")
-    results = bench(args.targets, batches=args.batch, threads=args.threads, protocol=protocol)
-    print(table(results))
-    if args.out:
-        write(results, args.out, protocol)
-        print(f"results: {args.out}/bench.json, bench.md, bench.png")
-    return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from bitedge.predict import expand_images, open_classifier, predict
-
-    classifier = open_classifier(args.target, threads=args.threads)
-    records = predict(classifier, expand_images(args.images), top_k=args.top_k)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    else:
-        for record in records:
-            if "error" in record:
-                print(f"{record['image']}: ERROR {record['error']}")
-            else:
-                best = ", ".join(f"{p['label']} {p['score']:.3f}" for p in record["predictions"])
-                print(f"{record['image']}: {best}")
-    failed = [r for r in records if "error" in r]
-    if failed:
-        print(f"bitedge: error: {len(failed)} of {len(records)} images could not be read", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _build_engine(args: argparse.Namespace) -> int:
-    from bitedge.artifact import Manifest
-    from bitedge.converters.tensorrt_engine import HOW_TO, build_engine, engine_unavailable
-    from bitedge.errors import BadInputError
-
-    manifest = Manifest.read(args.artifact)
-    if manifest.target != "tensorrt":
-        raise BadInputError(f"{args.artifact}: a {manifest.target} artifact, not a tensorrt bundle")
-    reason = engine_unavailable()
-    if reason is not None:
-        raise BadInputError(f"cannot build here: {reason}; {HOW_TO}")
-    files = build_engine(args.artifact)
-    manifest.files = sorted(set(manifest.files) | set(files))
-    manifest.write(args.artifact)
-    _log(f"engine built: {args.artifact / files[0]}; verifying it")
-    return _verify(argparse.Namespace(artifact=args.artifact, eval_images=None, threads=None))
-
-
-def _verify(args: argparse.Namespace) -> int:
-    from bitedge.pipeline import verify
-
-    result = verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log)
-    print("\n".join(result.report.summary_lines()))
-    print(_table([result], []))
-    return 0 if result.report.passed else 1
-
-
-def _table(results: list[Any], skipped: list[tuple[str, str]]) -> str:
-    """The closing summary: one line per artifact (and per skipped target)."""
-    rows = [("artifact", "status", "top-1 agree", "max |Δ|", "accuracy (float -> artifact)")]
-    for r in results:
-        m = r.report.comparisons[0].metrics
-        accuracy = "-"
-        if m.reference_accuracy is not None and m.artifact_accuracy is not None:
-            accuracy = f"{m.reference_accuracy:.2f}% -> {m.artifact_accuracy:.2f}%"
-        status = "pass" if r.report.passed else "FAIL (kept, marked failed)"
-        rows.append((str(r.directory), status, f"{m.top1_agreement:.2%}", f"{m.max_abs_diff:.2e}", accuracy))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines + [f"skipped {target}: {reason}" for target, reason in skipped])
-
-
-def _log(message: str) -> None:
-    print(f"bitedge: {message}", file=sys.stderr, flush=True)
-
-
 def _batch(text: str) -> int | None:
     return None if text == "dynamic" else _positive_int(text)
-
-
-def _artifact_lines(manifest: Any) -> list[str]:
-    """What an artifact is, where it came from and how it did, one fact per line."""
-    parity = manifest.parity or {}
-    rows = [
-        ("artifact", f"{manifest.target} {manifest.precision} ({', '.join(manifest.files)})"),
-        ("status", manifest.status),
-        ("input", f"{manifest.input['name']} {manifest.input['shape']}, raw pixels: {manifest.input['raw_pixels']}"),
-        ("source", f"{manifest.source['path']} ({manifest.source['format']}, sha256 {manifest.source['sha256']})"),
-        (
-            "labels",
-            f"{len(manifest.labels)}: {', '.join(manifest.labels[:5])}{' …' if len(manifest.labels) > 5 else ''}",
-        ),
-        ("created", f"{manifest.created} with bitedge {manifest.tool_versions.get('bitedge')}"),
-    ]
-    if manifest.calibration:
-        c = manifest.calibration
-        rows.append(("calibration", f"{c.get('method')} on {c.get('used')} images, quantizer {c.get('quantizer')}"))
-    if parity:
-        accuracy = ""
-        if parity.get("reference_accuracy") is not None:
-            accuracy = f", accuracy {parity['reference_accuracy']:.2f}% -> {parity['artifact_accuracy']:.2f}%"
-        rows.append(("parity", f"top-1 agreement {parity['top1_agreement']:.2%}, max |Δ| {parity['max_abs_diff']:.3g}"
-                     f"{accuracy} on {parity['eval']['images']} images"))  # fmt: skip
-    return [f"{key:<12} {value}" for key, value in rows]
 
 
 def _positive_float(text: str) -> float:
