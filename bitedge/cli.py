@@ -76,17 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation images for the parity gate; class subfolders named like the labels give accuracy "
         "(default: the demo model's bundled held-out split)",
     )  # fmt: skip
-    convert.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
     convert.add_argument(
         "--batch", type=_batch, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
     )
-    convert.add_argument(
-        "--raw-pixel-input", action="store_true",
-        help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
-    )  # fmt: skip
-    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only once complete)")
+    _deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
     convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
-    convert.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)
     convert.set_defaults(handler=run_convert)
@@ -99,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("model", metavar="MODEL", nargs="?", default="bitedge/demo", help="model (default: demo)")
     calibrate.add_argument("--out", type=Path, required=True, metavar="TABLE.json", help="table to write")
-    calibrate.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
-    calibrate.add_argument("--raw-pixel-input", action="store_true", help="calibrate the raw-pixel deploy graph")
-    calibrate.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
-    calibrate.add_argument("--overwrite", action="store_true", help="replace TABLE.json if it exists")
+    _deploy_graph_arguments(calibrate, replaces="TABLE.json")
     _calibration_arguments(calibrate, with_table=False)
     calibrate.set_defaults(handler=run_calibrate)
 
@@ -177,6 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bitedge: interrupted", file=sys.stderr)
         return 130
+
+
+def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:
+    """What decides the deploy graph (shared by convert and calibrate, whose tables must match it)."""
+    parser.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
+    parser.add_argument(
+        "--raw-pixel-input", action="store_true",
+        help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} if it exists")
 
 
 def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool) -> None:
