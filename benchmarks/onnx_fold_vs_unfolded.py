@@ -80,6 +80,8 @@ def _session(path: Path, threads: int, *, optimize: bool = True) -> ort.Inferenc
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # candidates are interleaved on the same cores: no spinning threads stealing them from the next call
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:  # what a runtime that does not constant-fold would execute
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -55,12 +55,16 @@ class OnnxConverter(Converter):
         files = save_onnx(model, directory / MODEL_FILE)
         return ConvertedFiles(files, quantizer="bitedge" if int8 else None, simulated_reference=int8)
 
-    def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+    def load_runner(
+        self, directory: Path, manifest: Manifest, *, threads: int | None = None, spinning: bool = True
+    ) -> Runner:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt models
@@ -77,8 +81,12 @@ class OnnxConverter(Converter):
     ) -> tuple[Runner, dict[str, Any]]:
         import onnxruntime as ort
 
-        runner = self.load_runner(directory, manifest, threads=threads)
-        return runner, {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "threads": threads}
+        # bench interleaves targets on the same cores: spinning worker threads would steal them from the next
+        # target's call, so spinning is off (R50x1's ONNX measured 51-59 ms interleaved with it on in
+        # benchmarks/results/onnx_fold_vs_unfolded.md, 34 ms with it off in benchmarks/results/suite.md).
+        runner = self.load_runner(directory, manifest, threads=threads, spinning=False)
+        info = {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "threads": threads}
+        return runner, {**info, "thread_spinning": False}
 
 
 def save_onnx(model: Any, path: Path) -> list[str]:
