@@ -90,6 +90,33 @@ def check_destination(final: Path, *, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
+def exclusive(final: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``final`` so two runs cannot write the same artifact at once."""
+    import fcntl
+
+    final = final.absolute()
+    lock_path = final.with_name(f".{final.name}.lock")
+    try:
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise BadInputError(f"{final.parent}: cannot write there ({exc.strerror}); choose another --out") from None
+    acquired = False
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            acquired = True
+        except BlockingIOError:
+            raise BadInputError(
+                f"{final}: another bitedge run is writing it right now; wait for it to finish or choose another --out"
+            ) from None
+        yield
+    finally:
+        if acquired:
+            lock_path.unlink(missing_ok=True)
+        handle.close()
+
+
+@contextlib.contextmanager
 def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temp directory that becomes ``final`` when the block completes, and vanishes if it fails."""
     final = final.absolute()

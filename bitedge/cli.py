@@ -7,6 +7,7 @@ config). Errors print one line on stderr, never a traceback; only a bug in bited
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,14 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bitedge.errors import BitEdgeError
 
+    # SIGTERM (a kill, a CI timeout) unwinds like Ctrl-C: temp directories are removed, nothing half-written.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+
     try:
         return int(args.handler(args))
     except BitEdgeError as exc:
         print(f"bitedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bitedge: interrupted", file=sys.stderr)
+        print("bitedge: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:

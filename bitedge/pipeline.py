@@ -9,11 +9,12 @@ in its manifest) so it can be inspected; the caller decides the exit code. ``ver
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bitedge.artifact import Manifest, atomic_directory, check_destination
+from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
@@ -64,6 +65,13 @@ def convert(
 ) -> list[Result]:
     """Build, verify and publish every job's artifact from one loaded, folded model."""
     _prepare_destinations(jobs, overwrite=options.overwrite)
+    with contextlib.ExitStack() as locks:
+        for job in jobs:
+            locks.enter_context(exclusive(job.directory))
+        return _convert_locked(model_source, jobs, options, log)
+
+
+def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertOptions, log: Log) -> list[Result]:
     log(f"loading {model_source}")
     model = load_model(model_source, seed=options.seed)
     processor = resolve_processor(model.image_processor, options.image_size)
