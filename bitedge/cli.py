@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
     convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
+    convert.add_argument(
+        "--onnx-group-norm", choices=["native", "instance"], default="native",
+        help="GroupNorm in the onnx target: native GroupNormalization-21 (default; portable) or an "
+        "InstanceNormalization chain (measured ~17%% faster in onnxruntime's CPU provider)",
+    )  # fmt: skip
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)
     convert.set_defaults(handler=run_convert)

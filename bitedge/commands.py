@@ -105,6 +105,7 @@ def run_convert(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibration=_calibration_options(args),
         quantizer=args.quantizer,
+        onnx_group_norm=args.onnx_group_norm,
     )
     for skip in skipped:
         _log(f"skipping {skip.target}: {skip.reason}")

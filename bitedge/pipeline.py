@@ -51,6 +51,7 @@ class ConvertOptions:
     seed: int = 0  # weight seed, for presets
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     quantizer: str | None = None  # int8: "bitedge" or a target's own ("nncf"); None: each target's default
+    onnx_group_norm: str = "native"  # "instance": InstanceNormalization chains, faster in onnxruntime's CPU EP
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,10 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     images = scan_images(options.eval_images, model.config.labels)
     log(f"folding (raw pixel input: {options.raw_pixel_input})")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
-    spec = ExportSpec(processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor))
+    spec = ExportSpec(
+        processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
+        onnx_group_norm=options.onnx_group_norm,
+    )  # fmt: skip
     table: CalibrationTable | None = None
     if any(job.precision == Precision.INT8 for job in jobs):
         table = calibration_table(

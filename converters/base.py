@@ -37,6 +37,7 @@ class ExportSpec:
     simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ (calibration table)
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
+    onnx_group_norm: str = "native"  # the ONNX target's GroupNorm form: "native" or "instance" (onnxruntime)
 
 
 @dataclass(frozen=True)

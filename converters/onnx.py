@@ -45,6 +45,7 @@ class OnnxConverter(Converter):
             input_size=spec.input_size,
             batch=spec.batch,
             fp16=precision == Precision.FP16,
+            group_norm=spec.onnx_group_norm,
             metadata=spec.metadata,
             producer_version=__version__,
         )

@@ -109,3 +109,14 @@ def test_raw_pixel_artifact(tiny_hf_dir: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         reference = model(raw / 127.5 - 1).logits.numpy()
     assert violations(compare(reference, _runner(tmp_path)(raw.numpy())), BUDGETS[Precision.FP32]) == []
+
+
+def test_instance_norm_form_for_onnxruntime(tmp_path: Path) -> None:
+    from bitedge.cli import main
+
+    out = tmp_path / "onnx"
+    args = ["convert", "--target", "onnx", "--precision", "fp32", "--out", str(out), "--onnx-group-norm", "instance"]
+    assert main(args) == 0
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
+    assert ops["InstanceNormalization"] == 13 and "GroupNormalization" not in ops
+    assert json.loads((out / "bitedge.json").read_text())["status"] == "passed"
