@@ -119,7 +119,8 @@ def _fold_input_normalization(bit: nn.Module, processor: BitImageProcessor) -> T
             pad = module
         elif isinstance(module, nn.Conv2d):
             conv = module
-    assert conv is not None  # fold() put a plain conv there
+    if conv is None:
+        raise ConfigError("the stem has no convolution to fold the input normalization into")
     if conv.weight.shape[1] != len(std):
         raise ConfigError(f"raw-pixel folding supports 3-channel RGB stems, not {conv.weight.shape[1]} channels")
     weight = conv.weight.double() * scale.reshape(1, -1, 1, 1)

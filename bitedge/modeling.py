@@ -194,12 +194,11 @@ class BitBackbone(BitPreTrainedModel):
         self.num_features = [config.embedding_size, *stage_widths(config)]
 
     def forward(self, pixel_values: Tensor, output_hidden_states: bool | None = None) -> BitBackboneOutput:
-        out = self.bit(pixel_values, output_hidden_states=True)
-        assert out.hidden_states is not None  # asked for above; for mypy
+        hidden = self.bit(pixel_values, output_hidden_states=True).hidden_states or ()
         wanted = set(self.config.out_features or [])
-        maps = tuple(h for h, name in zip(out.hidden_states, self.config.stage_names, strict=True) if name in wanted)
+        maps = tuple(h for h, name in zip(hidden, self.config.stage_names, strict=True) if name in wanted)
         want_hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return BitBackboneOutput(feature_maps=maps, hidden_states=out.hidden_states if want_hidden else None)
+        return BitBackboneOutput(feature_maps=maps, hidden_states=hidden if want_hidden else None)
 
 
 MODEL_CLASSES: dict[str, type[BitPreTrainedModel]] = {

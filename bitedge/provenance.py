@@ -13,6 +13,7 @@ import torch
 from bitedge import __version__
 from bitedge.artifact import Manifest
 from bitedge.converters.base import Converter, ExportSpec
+from bitedge.errors import BadInputError
 from bitedge.image_processor import BitImageProcessor
 from bitedge.modeling import BitPreTrainedModel
 from bitedge.targets import Precision, Target
@@ -20,7 +21,10 @@ from bitedge.targets import Precision, Target
 
 def source_record(model: BitPreTrainedModel, seed: int) -> dict[str, Any]:
     """Where the float reference came from; enough for ``bitedge verify`` to load it again."""
-    assert model.source is not None  # load_model always sets it
+    if model.source is None:
+        raise BadInputError(
+            "the model has no recorded source; load it with bitedge.load_model so artifacts can cite it"
+        )
     source: dict[str, Any] = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
     if model.source.format == "preset":
         source["seed"] = seed
@@ -69,9 +73,7 @@ def build_manifest(
 
 def file_metadata(model: BitPreTrainedModel, processor: BitImageProcessor) -> dict[str, str]:
     """Key/value strings embedded in the runtime file itself (ONNX metadata_props, OpenVINO rt_info, ...)."""
-    source: dict[str, Any] = {}
-    if model.source is not None:
-        source = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
+    source = source_record(model, seed=0) if model.source is not None else {}
     return {
         "bitedge.version": __version__,
         "bitedge.labels": json.dumps(model.config.labels),

@@ -117,12 +117,12 @@ def _plots(entries: list[Entry]) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     plots: dict[str, str] = {}
-    with_outputs = [e for e in entries if e.outputs is not None]
+    # (entry, its per-image outputs) for the artifacts that have them
+    with_outputs = [(e, e.outputs) for e in entries if e.outputs is not None]
     if with_outputs:
         fig, axes = plt.subplots(1, len(with_outputs), figsize=(3.2 * len(with_outputs), 3.2), squeeze=False)
-        for ax, e in zip(axes[0], with_outputs, strict=True):
-            assert e.outputs is not None
-            ref, art = e.outputs["reference"].ravel(), e.outputs["artifact"].ravel()
+        for ax, (e, outputs) in zip(axes[0], with_outputs, strict=True):
+            ref, art = outputs["reference"].ravel(), outputs["artifact"].ravel()
             ax.scatter(ref, art, s=2, alpha=0.4)
             low, high = float(min(ref.min(), art.min())), float(max(ref.max(), art.max()))
             ax.plot([low, high], [low, high], "k--", linewidth=0.8)
@@ -131,18 +131,15 @@ def _plots(entries: list[Entry]) -> dict[str, str]:
         axes[0][0].set_ylabel("artifact logit", fontsize=8)
         fig.tight_layout()
         plots["scatter"] = _png(fig)
-    labeled = [e for e in with_outputs if e.outputs is not None and len(e.outputs["labels"])]
+    labeled = [(e, outputs) for e, outputs in with_outputs if len(outputs["labels"])]
     if labeled:
-        labels = labeled[0].manifest.labels
+        labels = labeled[0][0].manifest.labels
         fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) * (len(labeled) + 1) / 2), 3.2))
         width = 0.8 / (len(labeled) + 1)
-        first = labeled[0].outputs
-        assert first is not None
+        first = labeled[0][1]
         x, n = np.arange(len(labels)), len(labels)
         series = [("float", _per_class(first["reference_top1"], first["labels"], n))]
-        series += [
-            (e.name, _per_class(e.outputs["artifact_top1"], e.outputs["labels"], n)) for e in labeled if e.outputs
-        ]
+        series += [(e.name, _per_class(outputs["artifact_top1"], outputs["labels"], n)) for e, outputs in labeled]
         for i, (name, values) in enumerate(series):
             ax.bar(x + i * width, values, width, label=name)
         ax.set_xticks(x + 0.4 - width / 2, labels, fontsize=7, rotation=90 if n > 20 else 0)

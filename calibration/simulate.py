@@ -10,6 +10,7 @@ emitter reads these modules to place QuantizeLinear/DequantizeLinear at exactly 
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -52,8 +53,7 @@ class _Quantized(nn.Module):
 
 class QuantizedConv2d(_Quantized):
     def forward(self, x: Tensor) -> Tensor:
-        conv = self.layer
-        assert isinstance(conv, nn.Conv2d)
+        conv = cast(nn.Conv2d, self.layer)  # simulate() wraps convolutions in this class
         return F.conv2d(
             self.quantize_input(x), self.dequantized_weight(), conv.bias, conv.stride, conv.padding,
             conv.dilation, conv.groups,

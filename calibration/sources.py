@@ -60,7 +60,7 @@ class CalibrationData:
         """Preprocessed float32 batches; skipped images are recorded in the manifest."""
         self.manifest.preprocessing = processor.to_dict() | {"raw_pixels": raw_pixels}
         if self.array_path is not None:
-            yield from self._array_batches(batch_size)
+            yield from self._array_batches(self.array_path, batch_size)
             return
         if raw_pixels:
             processor = replace(processor, do_rescale=False, do_normalize=False)
@@ -85,9 +85,8 @@ class CalibrationData:
                 f"{self.manifest.source}: none of the {len(self.paths)} calibration images is readable"
             )
 
-    def _array_batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        assert self.array_path is not None
-        array = _open_array(self.array_path)
+    def _array_batches(self, array_path: Path, batch_size: int) -> Iterator[np.ndarray]:
+        array = _open_array(array_path)
         indices = _sample(list(range(len(array))), self.manifest.requested, self.manifest.seed)
         self.manifest.used = len(indices)
         for start in range(0, len(indices), batch_size):

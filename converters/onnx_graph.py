@@ -280,7 +280,8 @@ def _attr(root: nn.Module, node: Any) -> torch.Tensor:
     """The tensor behind a ``get_attr`` node (GroupNorm affine params, buffers)."""
     module_path, _, name = str(node.target).rpartition(".")
     tensor = getattr(root.get_submodule(module_path) if module_path else root, name)
-    assert isinstance(tensor, torch.Tensor)
+    if not isinstance(tensor, torch.Tensor):
+        raise ExportError(f"{node.target} is a {type(tensor).__name__}, not a tensor")
     return tensor
 
 

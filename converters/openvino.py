@@ -27,7 +27,7 @@ from torch import nn
 
 from bitedge.artifact import Manifest
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
-from bitedge.converters.onnx_graph import build_onnx
+from bitedge.converters.onnx_graph import ExportError, build_onnx
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
 from bitedge.targets import Precision, Target
 
@@ -55,7 +55,8 @@ class OpenVinoConverter(Converter):
         if quantizer is not None and quantizer not in QUANTIZERS:
             raise UnknownTargetError(f"unknown quantizer {quantizer!r} for openvino; choose from {QUANTIZERS}")
         graph = spec.simulated if quantizer == "bitedge" else deploy
-        assert graph is not None, "int8 with bitedge's quantizer needs the simulated-quantized model"
+        if graph is None:
+            raise ExportError("int8 with bitedge's quantizer needs the simulated-quantized model (a calibration table)")
         with tempfile.TemporaryDirectory(dir=directory) as scratch:
             onnx_path = Path(scratch) / "model.onnx"
             # bitedge's own Q/DQ keeps the native op: with the channel-statistics form, the CPU plugin's

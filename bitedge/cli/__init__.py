@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bitedge import __version__
 from bitedge.calibration import DEFAULT_METHOD, METHODS
-from bitedge.commands import (
+from bitedge.cli.commands import (
     run_bench,
     run_build_engine,
     run_calibrate,

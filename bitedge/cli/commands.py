@@ -1,6 +1,7 @@
 """The handlers behind each ``bitedge`` command: parse nothing, call the library, print, return an exit code.
 
-``bitedge.cli`` builds the parser and maps errors to exit codes; each function here is one command.
+``bitedge.cli`` (the package's __init__) builds the parser and maps errors to exit codes; each function
+here is one command.
 Heavy imports (torch, runtimes) happen inside the handlers, so ``bitedge --help`` stays fast.
 """
 
