@@ -72,25 +72,26 @@ def test_lint_catches_planted_violations(bundles: Path, violation: str, message:
     assert any(message in p for p in problems), problems
 
 
-def test_default_convert_skips_tensorrt_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if engine_unavailable() is None:
-        pytest.skip("this machine can build engines")
+def test_default_convert_includes_tensorrt_only_where_engines_can_be_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["convert", "--target", "all", "--precision", "fp32", "--out", str(tmp_path / "o")]) == 0
-    assert "skipped tensorrt" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    reason = engine_unavailable()
+    if reason is not None:  # no GPU or no tensorrt here: left out, and the summary says why
+        assert f"skipped tensorrt: {reason}" in out
+    else:  # a GPU machine: tensorrt takes part, and only its missing fp32 support keeps it out of this run
+        assert "skipped tensorrt: fp32 is not supported by tensorrt" in out
 
 
-def test_build_engine_without_tensorrt_says_what_to_do(bundles: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if engine_unavailable() is None:
-        pytest.skip("this machine can build engines")
-    assert main(["build-engine", str(bundles / "tensorrt-int8")]) == 2
+def test_build_engine_builds_on_a_gpu_or_says_what_to_do(bundles: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs everywhere: without TensorRT and a GPU the command must explain itself; with them it must build."""
+    code = main(["build-engine", str(bundles / "tensorrt-int8")])
     err = capsys.readouterr().err
-    assert "pip install 'bitedge[tensorrt]'" in err and "on the device" in err
-    assert main(["build-engine", str(bundles.parent)]) == 2  # not an artifact at all
-
-
-@pytest.mark.gpu
-def test_engine_builds_and_passes_parity_on_a_gpu(bundles: Path) -> None:  # pragma: no cover - needs a GPU
     if engine_unavailable() is not None:
-        pytest.skip(f"needs TensorRT and an NVIDIA GPU: {engine_unavailable()}")
-    assert main(["build-engine", str(bundles / "tensorrt-int8")]) == 0
-    assert (bundles / "tensorrt-int8" / "model.engine").is_file()
+        assert code == 2
+        assert "pip install 'bitedge[tensorrt]'" in err and "on the device" in err
+    else:  # pragma: no cover - only on a machine with TensorRT and an NVIDIA GPU
+        assert code == 0
+        assert (bundles / "tensorrt-int8" / "model.engine").is_file()
+    assert main(["build-engine", str(bundles.parent)]) == 2  # not an artifact at all
