@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,74 +19,35 @@ import numpy as np
 from bitedge import __version__
 from bitedge.bench import LatencyStats, Protocol, machine_info, measure_interleaved, paired_ratio, peak_rss_mb
 from bitedge.errors import BadInputError
+from bitedge.predict import Classifier, open_classifier
 
 
 @dataclass
 class BenchTarget:
     name: str
-    make_call: Callable[[np.ndarray], Callable[[], object]]  # batch of inputs -> zero-argument timed call
-    make_inputs: Callable[[int], np.ndarray]  # batch size -> real preprocessed images
-    info: dict[str, Any] = field(default_factory=dict)
+    classifier: Classifier
+
+    def call(self, pixels: np.ndarray) -> Callable[[], object]:
+        """The zero-argument call that is timed: one batch through the target."""
+        fixed = self.classifier.fixed_batch
+        if fixed is not None and len(pixels) != fixed:
+            raise BadInputError(
+                f"{self.name}: the artifact has a fixed batch of {fixed}; bench it with --batch {fixed}"
+            )
+        run = self.classifier.run
+        return lambda: run(pixels)
+
+    def inputs(self, count: int) -> np.ndarray:
+        """``count`` real held-out images (the demo's eval split), preprocessed as this target takes them."""
+        from bitedge.loading import DEMO_EVAL
+
+        files = sorted(DEMO_EVAL.rglob("*.png"))
+        return np.stack([self.classifier.preprocess(files[i % len(files)]) for i in range(count)])
 
 
 def open_target(spec: str, *, threads: int | None) -> BenchTarget:
-    """An artifact directory (with bitedge.json) or anything ``load_model`` reads."""
-    from bitedge.artifact import MANIFEST_NAME, Manifest
-    from bitedge.image_processor import BitImageProcessor
-
-    path = Path(spec)
-    if (path / MANIFEST_NAME).is_file():
-        from bitedge.converters import get_converter
-        from bitedge.targets import Target
-
-        manifest = Manifest.read(path)
-        converter = get_converter(Target(manifest.target))
-        converter.check_runtime()
-        runner, runtime = converter.bench_runner(path, manifest, threads=threads)
-        processor = BitImageProcessor.from_dict(manifest.preprocessing)
-        raw = bool(manifest.input.get("raw_pixels"))
-        fixed = manifest.input["shape"][0] if isinstance(manifest.input["shape"][0], int) else None
-        info = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision, **runtime}
-
-        def call(pixels: np.ndarray) -> Callable[[], object]:
-            if fixed is not None and len(pixels) != fixed:
-                raise BadInputError(f"{spec}: the artifact has a fixed batch of {fixed}; bench it with --batch {fixed}")
-            return lambda: runner(pixels)
-
-        return BenchTarget(str(path), call, lambda n: _images(processor, n, raw=raw), info)
-    import torch
-
-    from bitedge.loading import load_model
-    from bitedge.pipeline import resolve_processor
-
-    model = load_model(spec)
-    processor = resolve_processor(model.image_processor, None)
-    if threads:
-        torch.set_num_threads(threads)
-
-    def eager(pixels: np.ndarray) -> Callable[[], object]:
-        tensor = torch.from_numpy(pixels)
-
-        def run() -> object:
-            with torch.no_grad():
-                return model(tensor).logits
-
-        return run
-
-    info = {"kind": "float model", "runtime": f"torch {torch.__version__} eager", "precision": "fp32"}
-    return BenchTarget(spec, eager, lambda n: _images(processor, n, raw=False), info)
-
-
-def _images(processor: Any, count: int, *, raw: bool) -> np.ndarray:
-    """``count`` real held-out images, preprocessed (raw 0..255 for raw-pixel artifacts)."""
-    from dataclasses import replace
-
-    from bitedge.image_processor import to_rgb_array
-    from bitedge.loading import DEMO_EVAL
-
-    files = sorted(DEMO_EVAL.rglob("*.png"))
-    use = replace(processor, do_rescale=False, do_normalize=False) if raw else processor
-    return np.stack([use.preprocess_one(to_rgb_array(files[i % len(files)])).astype(np.float32) for i in range(count)])
+    """An artifact directory (configured as deployed) or a model (the float reference, eager)."""
+    return BenchTarget(spec, open_classifier(spec, threads=threads, for_bench=True))
 
 
 @dataclass
@@ -102,11 +63,11 @@ def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol
     targets = [open_target(spec, threads=threads) for spec in specs]
     results = []
     for batch in batches:
-        calls = {t.name: t.make_call(t.make_inputs(batch)) for t in targets}
+        calls = {t.name: t.call(t.inputs(batch)) for t in targets}
         stats = measure_interleaved(calls, batch=batch, threads=threads, protocol=protocol)
         first = stats[targets[0].name]
         ratios = {name: paired_ratio(s, first) for name, s in stats.items()}
-        results.append(BenchResult(batch, threads, stats, ratios, {t.name: t.info for t in targets}))
+        results.append(BenchResult(batch, threads, stats, ratios, {t.name: t.classifier.info for t in targets}))
     return results
 
 

@@ -27,10 +27,23 @@ class Classifier:
     raw_pixels: bool
     labels: list[str]
     description: str
+    info: dict[str, Any]  # what runs it and how (runtime, precision, hints), for bench records
+    fixed_batch: int | None = None  # artifacts exported with a fixed batch size
+
+    def preprocess(self, image: str | Path | np.ndarray) -> np.ndarray:
+        """(3, H, W) float32 as this classifier takes it (raw 0..255 for raw-pixel artifacts)."""
+        processor = self.processor
+        if self.raw_pixels:
+            processor = replace(processor, do_rescale=False, do_normalize=False)
+        return processor.preprocess_one(to_rgb_array(image)).astype(np.float32)
 
 
-def open_classifier(spec: str | Path, *, threads: int | None = None) -> Classifier:
-    """An artifact directory (with bitedge.json), or anything ``load_model`` reads."""
+def open_classifier(spec: str | Path, *, threads: int | None = None, for_bench: bool = False) -> Classifier:
+    """An artifact directory (with bitedge.json), or anything ``load_model`` reads.
+
+    Artifacts run in their runtime: as verified (``load_runner``), or configured as a deployment runs them
+    when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager.
+    """
     from bitedge.artifact import MANIFEST_NAME, Manifest
 
     path = Path(spec)
@@ -41,23 +54,36 @@ def open_classifier(spec: str | Path, *, threads: int | None = None) -> Classifi
         manifest = Manifest.read(path)
         converter = get_converter(Target(manifest.target))
         converter.check_runtime()
-        run = converter.load_runner(path, manifest, threads=threads)
+        info: dict[str, Any] = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision}
+        if for_bench:
+            run, runtime = converter.bench_runner(path, manifest, threads=threads)
+            info |= runtime
+        else:
+            run = converter.load_runner(path, manifest, threads=threads)
         processor = BitImageProcessor.from_dict(manifest.preprocessing)
         raw = bool(manifest.input.get("raw_pixels"))
-        return Classifier(run, processor, raw, list(manifest.labels), f"{manifest.target} {manifest.precision}")
+        batch = manifest.input["shape"][0]
+        description = f"{manifest.target} {manifest.precision}"
+        return Classifier(
+            run, processor, raw, list(manifest.labels), description, info, batch if isinstance(batch, int) else None
+        )
     import torch
 
     from bitedge.loading import load_model
     from bitedge.pipeline import resolve_processor
 
     model = load_model(spec)
+    if threads:
+        torch.set_num_threads(threads)
 
     def run_float(pixels: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             out: np.ndarray = model(torch.from_numpy(pixels)).logits.numpy()
         return out
 
-    return Classifier(run_float, resolve_processor(model.image_processor, None), False, model.config.labels, "float")
+    processor = resolve_processor(model.image_processor, None)
+    info = {"kind": "float model", "runtime": f"torch {torch.__version__} eager", "precision": "fp32"}
+    return Classifier(run_float, processor, False, model.config.labels, "float", info)
 
 
 def expand_images(arguments: list[str]) -> list[Path]:
@@ -77,13 +103,10 @@ def expand_images(arguments: list[str]) -> list[Path]:
 
 def predict(classifier: Classifier, images: list[Path], *, top_k: int = 5) -> list[dict[str, Any]]:
     """One record per image: ``{"image", "predictions": [{"label", "score"}...]}`` or ``{"image", "error"}``."""
-    processor = classifier.processor
-    if classifier.raw_pixels:
-        processor = replace(processor, do_rescale=False, do_normalize=False)
     records: list[dict[str, Any]] = []
     for path in images:
         try:
-            pixels = processor.preprocess_one(to_rgb_array(path)).astype(np.float32)[None]
+            pixels = classifier.preprocess(path)[None]
         except ImageError as exc:
             records.append({"image": str(path), "error": str(exc)})
             continue
