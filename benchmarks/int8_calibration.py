@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
 from bitedge.bench import Protocol, machine_info, measure_interleaved, peak_rss_mb
@@ -38,8 +39,6 @@ from bitedge.fold import fold
 from bitedge.loading import DEMO_CALIBRATION, DEMO_DIR, DEMO_EVAL
 from bitedge.parity import compare
 from bitedge.presets import PRESETS
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _session(proto: Any, threads: int = 2) -> ort.InferenceSession:
@@ -184,13 +183,8 @@ def main() -> None:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "int8_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    plt = pyplot()
+    save_json(out, "int8_calibration", result)
     demo, r50 = result["demo"], result["r50x1"]
     header = "| {} | top-1 agreement (sim / ONNX) | accuracy (sim / ONNX) | cosine (sim / ONNX) | ONNX vs sim top-1 |"
     lines = [
@@ -241,7 +235,7 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         "Reproduce: `python benchmarks/int8_calibration.py`",
         "",
     ]
-    (out / "int8_calibration.md").write_text("\n".join(lines))
+    save_markdown(out, "int8_calibration", lines)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = [r["name"] for r in demo["methods"]]
     ax.bar(np.arange(len(names)) - 0.2, [r["sim_accuracy"] for r in demo["methods"]], 0.4, label="simulated")
@@ -255,7 +249,6 @@ def _write(out: Path, result: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "int8_calibration.png", dpi=110)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from PIL import Image
+from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
 from bitedge.bench import Protocol, machine_info, measure_interleaved, peak_rss_mb
@@ -37,7 +37,6 @@ from bitedge.presets import PRESETS
 from bitedge.targets import Precision
 
 PRESET = "bit-s-r50x1"
-RESULTS = Path(__file__).parent / "results"
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -166,14 +165,9 @@ def main() -> None:
 
 
 def _write(out: Path, result: dict[str, Any], stats: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
+    save_json(out, "onnx_fold_vs_unfolded", result)
     stem = out / "onnx_fold_vs_unfolded"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# {result['model']}: onnxruntime, batch {result['batch']}, {result['threads']} threads",
         "",
@@ -201,7 +195,7 @@ def _write(out: Path, result: dict[str, Any], stats: dict[str, Any]) -> None:
                 f"{entry['max_abs_diff_vs_float']:.2e} |"
             )
     lines += ["", "Reproduce: `python benchmarks/onnx_fold_vs_unfolded.py`", ""]
-    stem.with_suffix(".md").write_text("\n".join(lines))
+    save_markdown(out, "onnx_fold_vs_unfolded", lines)
     fig, ax = plt.subplots(figsize=(10, 5))
     names = list(stats)
     ax.boxplot([stats[n].samples_ms for n in names], orientation="horizontal", showfliers=False)
@@ -210,7 +204,6 @@ def _write(out: Path, result: dict[str, Any], stats: dict[str, Any]) -> None:
     ax.set_title(f"BiT-R50x1 224 in onnxruntime, {result['threads']} threads")
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=110)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

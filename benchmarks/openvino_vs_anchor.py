@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import nncf
 import numpy as np
 import openvino as ov
 import torch
+from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
 from bitedge.bench import Protocol, machine_info, measure_interleaved, paired_ratio
@@ -45,7 +45,6 @@ from bitedge.presets import PRESETS
 from bitedge.quantize import CalibrationOptions, calibration_batches, calibration_table
 from bitedge.targets import Precision
 
-RESULTS = Path(__file__).parent / "results"
 CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
 ANCHOR = "anchor: transformers -> convert_model -> nncf.quantize (int8)"
 DEFAULT = "bitedge int8 (nncf, default)"
@@ -165,13 +164,8 @@ def main() -> None:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "openvino.json").write_text(json.dumps(result, indent=2) + "\n")
+    plt = pyplot()
+    save_json(out, "openvino", result)
     lines = [
         "# OpenVINO (CPU): bitedge vs the hand-wired NNCF flow",
         "",
@@ -201,7 +195,7 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         lines += ["| layer type | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
         lines += [f"| {k} | " + " | ".join(f"{p.get(k, 0):.2f}" for p in profiles.values()) + " |" for k in kinds[:10]]
     lines += ["", "Reproduce: `python benchmarks/openvino_vs_anchor.py`", ""]
-    (out / "openvino.md").write_text("\n".join(lines))
+    save_markdown(out, "openvino", lines)
     fig, axes = plt.subplots(1, len(result["models"]), figsize=(12, 4))
     for ax, m in zip(axes, result["models"], strict=True):
         names = list(m["irs"])
@@ -211,7 +205,6 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         ax.set_title(f"{m['model']} at {m['input'][0]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "openvino.png", dpi=110)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

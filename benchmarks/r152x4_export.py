@@ -10,13 +10,13 @@ onnxruntime against the float model. Seeded weights (no real checkpoint can be d
 from __future__ import annotations
 
 import gc
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import RESULTS, save_json, save_markdown
 
 from bitedge import load_model
 from bitedge.bench import machine_info, peak_rss_mb
@@ -25,7 +25,6 @@ from bitedge.converters.onnx import OnnxConverter
 from bitedge.fold import fold
 from bitedge.targets import Precision
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "bit-m-r152x4-ilsvrc2012"
 
 
@@ -64,8 +63,7 @@ def main() -> None:
             gc.collect()
     result = {"model": NAME, "input": 480, "timings": timings, "exports": rows,
               "peak_rss_mb": round(peak_rss_mb()), "machine": machine_info()}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "r152x4_export.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(RESULTS, "r152x4_export", result)
     lines = [f"# {NAME} (936 M parameters) at 480: ONNX export", "",
              "| precision | files (MiB) | export s | max abs Δ vs float (1 image) |", "|---|---|---|---|"]  # fmt: skip
     for r in rows:
@@ -74,8 +72,7 @@ def main() -> None:
     lines += ["", f"Load {timings['load_s']:.0f} s, fold {timings['fold_s']:.0f} s; peak RSS of the whole run "
               f"{result['peak_rss_mb']} MiB on {result['machine']['cores']} cores.", "",
               "Reproduce: `python benchmarks/r152x4_export.py`", ""]  # fmt: skip
-    (RESULTS / "r152x4_export.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_markdown(RESULTS, "r152x4_export", lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ fp32 matrix-multiply throughput of 2 threads, so each result reads as a fraction
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from onnx_fold_vs_unfolded import _export_anchors
 from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
+from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge.bench import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.converters.base import ExportSpec
@@ -42,7 +42,6 @@ from bitedge.loading import DEMO_EVAL
 from bitedge.parity import compare
 from bitedge.targets import Precision
 
-RESULTS = Path(__file__).parent / "results"
 EAGER, UNFOLDED = "torch eager fp32", "transformers -> ONNX unfolded (onnxruntime)"
 
 
@@ -156,13 +155,8 @@ def main() -> None:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.json").write_text(json.dumps(result, indent=2) + "\n")
+    plt = pyplot()
+    save_json(out, "suite", result)
     m = result["machine"]
     lines = [
         f"# bitedge benchmark suite ({result['date']})",
@@ -186,7 +180,7 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         lines += ["", f"Ceiling: bitedge OpenVINO int8 spends {c['bitedge OpenVINO int8 conv-only ms']:.2f} ms in "
                   f"convolutions, {c['int8_conv_share_of_latency']:.0%} of its median latency."]  # fmt: skip
     lines += ["", "Reproduce: `python benchmarks/suite.py`", ""]
-    (out / "suite.md").write_text("\n".join(lines))
+    save_markdown(out, "suite", lines)
     fig, axes = plt.subplots(1, len(result["models"]), figsize=(12, 4))
     for ax, model in zip(axes, result["models"], strict=True):
         names = list(model["flows"])
@@ -197,7 +191,6 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(out / "suite.png", dpi=110)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ files' sizes and the wall time of the whole conversion. The engine is not built:
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import RESULTS, save_json, save_markdown
 
 from bitedge.bench import machine_info, peak_rss_mb
 from bitedge.jobs import Job
@@ -20,8 +21,6 @@ from bitedge.loading import DEMO_DIR
 from bitedge.pipeline import ConvertOptions, convert
 from bitedge.quantize import CalibrationOptions
 from bitedge.targets import Precision, Target
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -45,8 +44,7 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb()),
         "bundles": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tensorrt_bundle.json").write_text(json.dumps(data, indent=2) + "\n")
+    save_json(RESULTS, "tensorrt_bundle", data)
     lines = [
         "# TensorRT bundles of BiT-R50x1 at 224",
         "",
@@ -62,8 +60,7 @@ def main() -> None:
               "1000-way head gives near-tied logits, so int8 agreement with float is not meaningful here (the "
               "int8 budgets are tested on the trained demo model).", "",
               "Reproduce: `python benchmarks/tensorrt_bundle.py`", ""]  # fmt: skip
-    (RESULTS / "tensorrt_bundle.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_markdown(RESULTS, "tensorrt_bundle", lines)
 
 
 if __name__ == "__main__":
