@@ -111,18 +111,7 @@ def _fold_input_normalization(bit: nn.Module, processor: BitImageProcessor) -> T
     pad_value = mean / rescale  # raw value that normalizes to 0, (C,)
 
     embedder: Any = bit.embedder
-    pad: DynamicPad2d | None = None
-    conv: nn.Conv2d | None = None
-    stem = embedder.convolution
-    for module in stem if isinstance(stem, nn.Sequential) else [stem]:
-        if isinstance(module, DynamicPad2d):
-            pad = module
-        elif isinstance(module, nn.Conv2d):
-            conv = module
-    if conv is None:
-        raise ConfigError("the stem has no convolution to fold the input normalization into")
-    if conv.weight.shape[1] != len(std):
-        raise ConfigError(f"raw-pixel folding supports 3-channel RGB stems, not {conv.weight.shape[1]} channels")
+    pad, conv = _stem(bit, channels=len(std))
     weight = conv.weight.double() * scale.reshape(1, -1, 1, 1)
     uniform = bool(torch.allclose(pad_value, pad_value[0].expand_as(pad_value), rtol=0, atol=1e-9))
     new_conv = _conv_like(conv, padding=0 if uniform else conv.padding, bias=uniform)
@@ -143,6 +132,38 @@ def _fold_input_normalization(bit: nn.Module, processor: BitImageProcessor) -> T
         pad_module = nn.ConstantPad2d((left, left, top, top), p)
     embedder.convolution = nn.Sequential(pad_module, new_conv)
     return None
+
+
+def scale_stem_input(deploy: DeployModel, factors: list[float]) -> DeployModel:
+    """A copy of ``deploy`` whose stem sees its input multiplied by ``factors`` per channel.
+
+    Used where a runtime's image preprocessing can apply only one scale for all channels (Core ML's
+    ``ImageType``): the runtime computes ``x * rescale - mean_c`` and the stem divides by ``std_c``
+    (``factors = 1 / std``). Exact, because the stem's zero padding pads the normalized value 0 either way.
+    """
+    deploy = copy.deepcopy(deploy)
+    _, conv = _stem(deploy.bit, channels=len(factors))
+    with torch.no_grad():
+        scale = torch.tensor(factors, dtype=torch.float64).reshape(1, -1, 1, 1)
+        conv.weight.copy_((conv.weight.double() * scale).float())
+    return deploy
+
+
+def _stem(bit: nn.Module, *, channels: int) -> tuple[DynamicPad2d | None, nn.Conv2d]:
+    """The stem's dynamic padding (if any) and convolution, checked to take ``channels`` input channels."""
+    pad: DynamicPad2d | None = None
+    conv: nn.Conv2d | None = None
+    stem = cast(Any, bit).embedder.convolution
+    for module in stem if isinstance(stem, nn.Sequential) else [stem]:
+        if isinstance(module, DynamicPad2d):
+            pad = module
+        elif isinstance(module, nn.Conv2d):
+            conv = module
+    if conv is None:
+        raise ConfigError("the stem has no convolution to fold the input normalization into")
+    if conv.weight.shape[1] != channels:
+        raise ConfigError(f"input folding supports 3-channel RGB stems, not {conv.weight.shape[1]} channels")
+    return pad, conv
 
 
 def _conv_like(conv: nn.Conv2d, **changes: Any) -> nn.Conv2d:

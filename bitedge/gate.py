@@ -30,6 +30,12 @@ OUTPUTS_FILE = "parity_outputs.npz"
 MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's scatter plots; top-1s for all
 
 
+def input_folded(manifest: Manifest) -> bool:
+    """Whether the artifact's deploy graph has the input normalization folded into its stem (raw pixels in)."""
+    raw = bool(manifest.input.get("raw_pixels"))
+    return manifest.input.get("normalization", "stem" if raw else "caller") == "stem"
+
+
 def run_parity(
     model: BitPreTrainedModel,
     runner: Runner,
@@ -46,6 +52,7 @@ def run_parity(
     from tqdm import tqdm
 
     raw = bool(manifest.input.get("raw_pixels"))
+    simulated_takes_raw = input_folded(manifest)
     batches = Batches(images, processor, batch_size=16, raw_pixels=raw)
     extra = extra_runners or {}
     outputs: dict[str, list[np.ndarray]] = {"reference": [], "artifact": [], "simulated": [], "labels": []}
@@ -56,7 +63,8 @@ def run_parity(
         with torch.no_grad():
             outputs["reference"].append(model(torch.from_numpy(normalized)).logits.numpy())
             if simulated is not None:
-                outputs["simulated"].append(simulated(torch.from_numpy(artifact_input)).numpy())
+                sim_input = raw_pixels if simulated_takes_raw and raw_pixels is not None else normalized
+                outputs["simulated"].append(simulated(torch.from_numpy(sim_input)).numpy())
         outputs["artifact"].append(runner(artifact_input))
         for name, other in extra.items():
             outputs[name].append(other(artifact_input))
@@ -75,7 +83,7 @@ def run_parity(
     for name in extra:
         metrics = compare(ref, np.concatenate(outputs[name]), labels_all)
         comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
-    all_notes = list(notes or [])
+    all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
     if batches.skipped:
         all_notes.append(f"skipped {len(batches.skipped)} unreadable images, e.g. {batches.skipped[0]}")
     if images.note:

@@ -22,7 +22,7 @@ from bitedge.converters.base import ExportSpec
 from bitedge.data import scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
-from bitedge.gate import record, run_parity
+from bitedge.gate import input_folded, record, run_parity
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
@@ -52,6 +52,8 @@ class ConvertOptions:
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     quantizer: str | None = None  # int8: "bitedge" or a target's own ("nncf"); None: each target's default
     onnx_group_norm: str = "native"  # "instance": InstanceNormalization chains, faster in onnxruntime's CPU EP
+    coreml_target: str | None = None  # Core ML minimum deployment target ("iOS17", ...); None: lowest possible
+    tensor_input: bool = False  # Core ML: multi-array input instead of an image
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
     spec = ExportSpec(
         processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
-        onnx_group_norm=options.onnx_group_norm,
+        onnx_group_norm=options.onnx_group_norm, processor=processor, labels=tuple(model.config.labels),
+        coreml_target=options.coreml_target, tensor_input=options.tensor_input,
     )  # fmt: skip
     table: CalibrationTable | None = None
     if any(job.precision == Precision.INT8 for job in jobs):
@@ -146,9 +149,8 @@ def verify(
     simulated = None
     calibration = manifest.calibration or {}
     if manifest.precision == Precision.INT8 and calibration.get("quantizer", "bitedge") == "bitedge":
-        raw = bool(manifest.input.get("raw_pixels"))
         table = CalibrationTable.load(directory / TABLE_FILE)
-        simulated = simulate(fold(model, raw_pixel_input=raw, processor=processor), table)
+        simulated = simulate(fold(model, raw_pixel_input=input_folded(manifest), processor=processor), table)
     runner = converter.load_runner(directory, manifest, threads=threads)
     log(f"verifying {directory} on {len(images.files)} images")
     report = run_parity(

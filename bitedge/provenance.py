@@ -43,19 +43,13 @@ def build_manifest(
     seed: int,
     calibration: dict[str, Any] | None = None,
 ) -> Manifest:
-    batch: int | str = spec.batch if spec.batch is not None else "batch"
+    input_record, output_record = converter.io_records(spec, model.config.num_labels)
     return Manifest(
         target=target.value,
         precision=precision.value,
         files=files,
-        input={
-            "name": "pixel_values",
-            "shape": [batch, 3, *spec.input_size],
-            "dtype": "float32",
-            "layout": "NCHW, RGB",
-            "raw_pixels": spec.raw_pixel_input,
-        },
-        output={"name": "logits", "shape": [batch, model.config.num_labels]},
+        input=input_record,
+        output=output_record,
         source=source_record(model, seed),
         model_config=model.config.to_dict(),
         preprocessing=processor.to_dict(),

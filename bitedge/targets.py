@@ -17,7 +17,8 @@ class Target(StrEnum):
 class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
-    INT8 = "int8"
+    INT8 = "int8"  # int8 weights and activations (W8A8)
+    W8 = "w8"  # int8 weights, float activations (Core ML weight compression)
 
 
 def parse_target(text: str) -> Target:

@@ -5,6 +5,10 @@ quantized graph (conversion error); simulated vs float measures what int8 itself
 error). Inputs are quantized per tensor (round half to even, clamp to [-128, 127], zero point 0, as ONNX
 QuantizeLinear); weights per output channel, symmetric, stored as int8 with float scales. The ONNX
 emitter reads these modules to place QuantizeLinear/DequantizeLinear at exactly the same points.
+
+``explicit_qdq(model)`` gives a copy that computes the same numbers with torch's quantize/dequantize ops
+instead of fake quantization: a traced graph then carries real int8 tensors, which the Core ML converter
+turns into MIL quantize/dequantize (activations) and int8 weight constants.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class _Quantized(nn.Module):
     weight_int8: Tensor
     weight_scale: Tensor
 
+    explicit = False  # True: torch quantize/dequantize ops (for tracing to Core ML), same numbers
+
     def __init__(self, layer: nn.Conv2d | nn.Linear, input_scale: float) -> None:
         super().__init__()
         self.layer = layer  # geometry and float bias; its float weight is not used
@@ -44,9 +50,16 @@ class _Quantized(nn.Module):
 
     def dequantized_weight(self) -> Tensor:
         shape = (-1,) + (1,) * (self.weight_int8.ndim - 1)
-        return self.weight_int8.float() * self.weight_scale.reshape(shape)
+        weight = self.weight_int8.float() * self.weight_scale.reshape(shape)
+        if self.explicit:  # exact: weight is already on the int8 grid; traced as an int8 constant
+            zeros = torch.zeros(len(self.weight_scale), dtype=torch.long)
+            quantized = torch.quantize_per_channel(weight, self.weight_scale, zeros, 0, torch.qint8)
+            return torch.dequantize(quantized)
+        return weight
 
     def quantize_input(self, x: Tensor) -> Tensor:
+        if self.explicit:
+            return torch.dequantize(torch.quantize_per_tensor(x.float(), self.input_scale, 0, torch.qint8))
         # quantize -> dequantize in one op (torch's quantized-tensor functions are deprecated as of 2.13)
         return torch.fake_quantize_per_tensor_affine(x.float(), self.input_scale, 0, -128, 127)
 
@@ -74,4 +87,13 @@ def simulate(deploy: nn.Module, table: CalibrationTable) -> nn.Module:
         layer = getattr(parent, child)
         wrapper = QuantizedConv2d if isinstance(layer, nn.Conv2d) else QuantizedLinear
         setattr(parent, child, wrapper(layer, table.scale(name)))
+    return model
+
+
+def explicit_qdq(simulated: nn.Module) -> nn.Module:
+    """A copy of a simulated-quantized model that uses explicit torch quantize/dequantize ops."""
+    model = copy.deepcopy(simulated).eval()
+    for module in model.modules():
+        if isinstance(module, _Quantized):
+            module.explicit = True
     return model

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 def get_converter(target: Target) -> Converter:
     """The converter registered for ``target``; an UnknownTargetError names the ones that exist."""
+    from bitedge.converters.coreml import CoreMLConverter
     from bitedge.converters.onnx import OnnxConverter
     from bitedge.converters.openvino import OpenVinoConverter
     from bitedge.converters.tensorrt import TensorRTConverter
@@ -25,6 +26,7 @@ def get_converter(target: Target) -> Converter:
         Target.ONNX: OnnxConverter(),
         Target.OPENVINO: OpenVinoConverter(),
         Target.TENSORRT: TensorRTConverter(),
+        Target.COREML: CoreMLConverter(),
     }
     if target not in converters:
         available = ", ".join(t.value for t in converters)

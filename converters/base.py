@@ -20,6 +20,7 @@ from torch import nn
 
 from bitedge.artifact import Manifest
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.image_processor import BitImageProcessor
 from bitedge.parity import BUDGETS, Budget
 from bitedge.targets import Precision, Target
 
@@ -38,6 +39,10 @@ class ExportSpec:
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
     onnx_group_norm: str = "native"  # the ONNX target's GroupNorm form: "native" or "instance" (onnxruntime)
+    processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)
+    labels: tuple[str, ...] = ()  # class names, for runtimes with a classifier output (Core ML)
+    coreml_target: str | None = None  # Core ML minimum deployment target, e.g. "iOS17"; None: the lowest possible
+    tensor_input: bool = False  # Core ML: a plain multi-array input instead of an image
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,19 @@ class Converter(ABC):
         for module in self.modules:
             versions[module] = str(getattr(importlib.import_module(module), "__version__", "unknown"))
         return versions
+
+    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The manifest's description of the artifact's input and output; the gate feeds the input accordingly.
+
+        ``normalization`` says where the input normalization happens: ``caller`` (the input is normalized
+        pixels), ``stem`` (folded into the network, the input is raw 0..255 pixels) or ``runtime`` (the
+        artifact's own preprocessing, raw pixels in).
+        """
+        batch: int | str = spec.batch if spec.batch is not None else "batch"
+        raw = spec.raw_pixel_input
+        tensor = {"name": "pixel_values", "shape": [batch, 3, *spec.input_size], "dtype": "float32",
+                  "layout": "NCHW, RGB", "raw_pixels": raw, "normalization": "stem" if raw else "caller"}  # fmt: skip
+        return tensor, {"name": "logits", "shape": [batch, num_labels]}
 
     def budget(self, precision: Precision) -> Budget:
         return BUDGETS[precision]

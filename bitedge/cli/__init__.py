@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx, openvino, coreml, tensorrt or all (default: every target usable here)",
     )  # fmt: skip
     convert.add_argument(
-        "--precision", nargs="+", metavar="PRECISION", help="fp32, fp16, int8 (default: all each target supports)"
-    )
+        "--precision", nargs="+", metavar="PRECISION",
+        help="fp32, fp16, int8 (weights and activations), w8 (int8 weights only; coreml) "
+        "(default: all each target supports)",
+    )  # fmt: skip
     convert.add_argument(
         "--out", type=Path, default=Path("bitedge-artifacts"), metavar="DIR",
         help="where to write (default: ./bitedge-artifacts)",
@@ -86,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx-group-norm", choices=["native", "instance"], default="native",
         help="GroupNorm in the onnx target: native GroupNormalization-21 (default; portable) or an "
         "InstanceNormalization chain (measured ~17%% faster in onnxruntime's CPU provider)",
+    )  # fmt: skip
+    coreml = convert.add_argument_group("coreml")
+    coreml.add_argument(
+        "--coreml-target", metavar="OS",
+        help="minimum deployment target, e.g. iOS16, iOS17, macOS14 (default: the lowest each precision "
+        "allows: iOS15 fp32/fp16, iOS16 w8, iOS17 int8)",
+    )  # fmt: skip
+    coreml.add_argument(
+        "--tensor-input", action="store_true",
+        help="a multi-array input of normalized pixels instead of an image input",
     )  # fmt: skip
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)

@@ -107,6 +107,8 @@ def run_convert(args: argparse.Namespace) -> int:
         calibration=_calibration_options(args),
         quantizer=args.quantizer,
         onnx_group_norm=args.onnx_group_norm,
+        coreml_target=args.coreml_target,
+        tensor_input=args.tensor_input,
     )
     for skip in skipped:
         _log(f"skipping {skip.target}: {skip.reason}")
