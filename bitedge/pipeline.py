@@ -86,6 +86,8 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
         onnx_group_norm=options.onnx_group_norm, processor=processor, labels=tuple(model.config.labels),
         coreml_target=options.coreml_target, tensor_input=options.tensor_input,
     )  # fmt: skip
+    for job in jobs:
+        get_converter(job.target).validate(job.precision, spec)
     table: CalibrationTable | None = None
     if any(job.precision == Precision.INT8 for job in jobs):
         table = calibration_table(

@@ -52,7 +52,7 @@ class _Quantized(nn.Module):
         shape = (-1,) + (1,) * (self.weight_int8.ndim - 1)
         weight = self.weight_int8.float() * self.weight_scale.reshape(shape)
         if self.explicit:  # exact: weight is already on the int8 grid; traced as an int8 constant
-            zeros = torch.zeros(len(self.weight_scale), dtype=torch.long)
+            zeros = torch.zeros(self.weight_scale.shape[0], dtype=torch.long)
             quantized = torch.quantize_per_channel(weight, self.weight_scale, zeros, 0, torch.qint8)
             return torch.dequantize(quantized)
         return weight

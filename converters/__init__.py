@@ -6,10 +6,14 @@ runtime imports happen inside methods, so importing this package stays cheap.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from bitedge.errors import UnknownTargetError
 from bitedge.targets import Target
+
+# coremltools logs at import that its macOS-only runtime did not load: expected off macOS, and noise to users
+logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
     from bitedge.converters.base import Converter

@@ -72,6 +72,9 @@ class Converter(ABC):
                     f"target {self.target} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
                 ) from None
 
+    def validate(self, precision: Precision, spec: ExportSpec) -> None:
+        """Raise a BitEdgeError for an option combination the target cannot build (checked before any work)."""
+
     def default_skip_reason(self) -> str | None:
         """Why a convert that names no target should leave this one out here (None: include it)."""
         return None

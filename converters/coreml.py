@@ -26,7 +26,11 @@ values the program's softmax takes. On macOS, ``MLModel.predict`` is run as well
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +94,15 @@ class CoreMLConverter(Converter):
                  "layout": "Core ML ImageType, RGB", "raw_pixels": True, "normalization": normalization}  # fmt: skip
         return image, output
 
+    def validate(self, precision: Precision, spec: ExportSpec) -> None:
+        deployment_target(spec.coreml_target, precision)
+        image_input = not (spec.tensor_input or spec.raw_pixel_input)
+        if precision == Precision.INT8 and image_input and _per_channel_std(spec):
+            raise ConfigError(
+                "Core ML int8 with an image input needs one std for all channels (this model has per-channel "
+                "std, which would change the stem's calibrated input range); use --raw-pixel-input or --tensor-input"
+            )
+
     def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
         import coremltools as ct
 
@@ -97,19 +110,20 @@ class CoreMLConverter(Converter):
         graph, scale, bias = self._graph_and_normalization(deploy, precision, spec)
         batch, (height, width) = spec.batch or 1, spec.input_size
         shape = (batch, 3, height, width)
-        traced = torch.jit.trace(Classifier(graph).eval(), torch.zeros(shape), check_trace=False)
         if spec.tensor_input:
             inputs: list[Any] = [ct.TensorType(name=TENSOR_INPUT, shape=shape)]
         else:
             inputs = [ct.ImageType(name=IMAGE_INPUT, shape=shape, scale=scale, bias=bias,
                                    color_layout=ct.colorlayout.RGB)]  # fmt: skip
         labels = list(spec.labels) or [str(i) for i in range(_num_outputs(graph, shape))]
-        mlmodel = ct.convert(
-            traced, inputs=inputs, classifier_config=ct.ClassifierConfig(labels), convert_to="mlprogram",
-            compute_precision=_compute_precision(precision), minimum_deployment_target=deployment,
-        )  # fmt: skip
-        if precision == Precision.W8:
-            mlmodel = _quantize_weights(mlmodel)
+        with _quiet():  # tracer warnings and coremltools' progress bars; the parity gate checks the result
+            traced = torch.jit.trace(Classifier(graph).eval(), torch.zeros(shape), check_trace=False)
+            mlmodel = ct.convert(
+                traced, inputs=inputs, classifier_config=ct.ClassifierConfig(labels), convert_to="mlprogram",
+                compute_precision=_compute_precision(precision), minimum_deployment_target=deployment,
+            )  # fmt: skip
+            if precision == Precision.W8:
+                mlmodel = _quantize_weights(mlmodel)
         _describe(mlmodel, spec, precision, labels)
         mlmodel.save(str(directory / PACKAGE))
         (directory / USAGE).write_text(usage_markdown(spec, precision, deployment.name))
@@ -144,13 +158,9 @@ class CoreMLConverter(Converter):
         rescale = processor.rescale_factor if processor.do_rescale else 1.0
         mean = list(processor.image_mean) if processor.do_normalize else [0.0] * 3
         std = list(processor.image_std) if processor.do_normalize else [1.0] * 3
-        if max(std) - min(std) <= 1e-12:  # one scale for all channels: exact in the image type itself
+        if not _per_channel_std(spec):  # one scale for all channels: exact in the image type itself
             return graph, rescale / std[0], [-m / std[0] for m in mean]
-        if precision == Precision.INT8:
-            raise ConfigError(
-                "Core ML int8 with an image input needs one std for all channels (this model has per-channel "
-                "std); use --raw-pixel-input or --tensor-input"
-            )
+        self.validate(precision, spec)
         if not isinstance(graph, DeployModel):
             raise ConfigError("per-channel std folding needs bitedge's deploy graph")
         return scale_stem_input(graph, [1.0 / s for s in std]), rescale, [-m for m in mean]
@@ -278,6 +288,20 @@ def _describe(mlmodel: Any, spec: ExportSpec, precision: Precision, labels: list
     mlmodel.output_description["classLabel"] = "most likely label"
     mlmodel.output_description["classLabel_probs"] = "probability of every label (softmax of the logits)"
     mlmodel.user_defined_metadata.update({**spec.metadata, "bitedge.precision": str(precision)})
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _per_channel_std(spec: ExportSpec) -> bool:
+    processor = spec.processor
+    if processor is None or not processor.do_normalize:
+        return False
+    return max(processor.image_std) - min(processor.image_std) > 1e-12
 
 
 def _num_outputs(graph: nn.Module, shape: tuple[int, ...]) -> int:

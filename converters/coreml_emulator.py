@@ -65,7 +65,10 @@ class Emulator:
             raise PackageError(f"the program needs inputs {sorted(missing)}")
         values: dict[str, Any] = dict(self.constants)
         for name, typ in self.inputs.items():
-            values[name] = self._as_typed(np.asarray(inputs[name], dtype=np.float32), typ.dtype)
+            value = np.asarray(inputs[name], dtype=np.float32)
+            if typ.shape is not None and value.shape != typ.shape:
+                raise PackageError(f"input {name!r} has shape {value.shape}; the program takes {typ.shape}")
+            values[name] = self._as_typed(value, typ.dtype)
         overflows: list[str] = []
         for op in self.package.block.operations:
             first = op.outputs[0].name

@@ -139,7 +139,7 @@ class MLPackage:
         data = handle.read(size)
         if len(data) != size:
             raise PackageError(f"{path}: blob at {offset} is truncated ({len(data)} of {size} bytes)")
-        return np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(shape)
+        return np.frombuffer(bytearray(data), dtype=dtype.newbyteorder("<")).reshape(shape)  # writable, for torch
 
     def _blob_file(self, path: Path) -> Any:
         if path not in self._blob_files:

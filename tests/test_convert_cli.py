@@ -106,7 +106,9 @@ def test_failed_conversion_leaves_old_artifact_and_no_partial_directory(
     ("args", "message"),
     [
         (["--target", "tflite"], "unknown target"),
-        (["--target", "coreml"], "not implemented"),
+        (["--target", "onnx", "--precision", "w8"], "does not support w8"),
+        (["--target", "coreml", "--precision", "int8", "--coreml-target", "iOS16"], "needs iOS17 or later"),
+        (["--target", "coreml", "--coreml-target", "iOS99"], "unknown Core ML deployment target"),
         (["--precision", "int4"], "unknown precision"),
     ],
 )
