@@ -115,17 +115,17 @@ def fp16_typed_int8(int8_dir: Path) -> dict[str, Any]:
     }
 
 
-def r50_row(precision: str, tmp: Path) -> dict[str, Any]:
+def r50_row(target: str, precision: str, tmp: Path) -> dict[str, Any]:
     """Convert R50x1 in a fresh process; its own peak RSS and wall time."""
     photos = tmp / "photos"
     if not photos.exists():
         write_photos(photos)
-    out = tmp / f"r50-{precision}"
+    out = tmp / f"r50-{target}-{precision}"
     code = (
         "import json, resource, sys, time\n"
         "from bitedge.cli import main\n"
         "start = time.perf_counter()\n"
-        f"rc = main(['convert', '{R50}', '--target', 'coreml', '--precision', '{precision}', '--out', r'{out}',"
+        f"rc = main(['convert', '{R50}', '--target', '{target}', '--precision', '{precision}', '--out', r'{out}',"
         f" '--eval', r'{photos}', '--calibration', r'{photos}', '--image-size', '224', '--threads', '2'])\n"
         "print(json.dumps({'exit_code': rc, 'seconds': time.perf_counter() - start,"
         " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
@@ -133,13 +133,15 @@ def r50_row(precision: str, tmp: Path) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     record = json.loads(result.stdout.strip().splitlines()[-1])
     manifest = json.loads((out / "bitedge.json").read_text())
-    package = out / "model.mlpackage"
+    report = json.loads((out / "parity.json").read_text())
+    vs_sim = [c["metrics"] for c in report["comparisons"] if c["name"].startswith("artifact vs simulated")]
+    model_files = [out / f for f in manifest["files"] if not f.endswith((".json", ".md"))]
     return {
-        "model": f"{R50} (seeded) 224", "precision": precision, "exit_code": record["exit_code"],
+        "model": f"{R50} (seeded) 224", "target": target, "precision": precision, "exit_code": record["exit_code"],
         "convert_and_verify_s": round(record["seconds"], 1), "peak_rss_mib": round(record["peak_rss_mib"]),
-        "package_mib": round(sum(p.stat().st_size for p in package.rglob("*") if p.is_file()) / 2**20, 1),
-        "top1_agreement": manifest["parity"]["top1_agreement"], "images": manifest["parity"]["samples"],
-        "status": manifest["status"],
+        "model_mib": round(sum(p.stat().st_size for p in model_files) / 2**20, 1),
+        "top1_agreement": manifest["parity"]["top1_agreement"], "cosine_vs_float": manifest["parity"]["cosine_mean"],
+        "cosine_vs_simulated": vs_sim[0]["cosine_mean"] if vs_sim else None, "status": manifest["status"],
     }  # fmt: skip
 
 
@@ -160,7 +162,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         demo = demo_rows(tmp)
-        r50 = [r50_row(precision, tmp) for precision in ("fp16", "int8")]
+        r50 = [r50_row(t, p, tmp) for t, p in (("coreml", "fp16"), ("coreml", "int8"), ("onnx", "int8"))]
     data = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "demo": demo, "r50x1": r50}
     save_json(RESULTS, "coreml", data)
     lines = [
@@ -181,14 +183,27 @@ def main() -> None:
             f"{'-' if sim is None else f'{sim:.2%}'} | {row['accuracy']:.2f} % | "
             f"{row['package_bytes'] / 1024:.0f} KiB | {row.get('convert_and_verify_s', '-')} s |"
         )
-    lines += ["", "## BiT-R50x1 at 224 (seeded weights; agreement on 16 scikit-image photos)", "",
-              "| precision | status | convert + verify | peak RSS | package | top-1 agreement |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "## BiT-R50x1 at 224 (seeded weights; parity on 16 scikit-image photos)", "",
+              "| target | precision | status | convert + verify | peak RSS | model files | top-1 agreement "
+              "| cosine vs float | cosine vs simulated |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in r50:
+        sim = row["cosine_vs_simulated"]
         lines.append(
-            f"| {row['precision']} | {row['status']} | {row['convert_and_verify_s']} s | {row['peak_rss_mib']} MiB | "
-            f"{row['package_mib']} MiB | {row['top1_agreement']:.2%} |"
+            f"| {row['target']} | {row['precision']} | {row['status']} | {row['convert_and_verify_s']} s | "
+            f"{row['peak_rss_mib']} MiB | {row['model_mib']} MiB | {row['top1_agreement']:.2%} | "
+            f"{row['cosine_vs_float']:.4f} | {'-' if sim is None else f'{sim:.4f}'} |"
         )
-    save_markdown(RESULTS, "coreml", lines + [""])
+    lines += [
+        "",
+        "Seeded random weights make int8 chaotic: one-step rounding differences at quantization boundaries (from",
+        "a different float summation order) cascade through 16 units, and near-tied random logits flip. The ONNX",
+        "int8 row is the same check in onnxruntime, for comparison: the Core ML package (run by the emulator)",
+        "and the ONNX Q/DQ graph (run by onnxruntime) drift from the simulated model alike. On the trained demo",
+        "model both match the simulated model on 100 % of images.",
+        "",
+    ]
+    save_markdown(RESULTS, "coreml", lines)
     plot(demo)
 
 

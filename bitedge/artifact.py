@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bitedge.checkpoints.io import sha256_file
 from bitedge.errors import BadInputError
 
 MANIFEST_NAME = "bitedge.json"
@@ -40,10 +41,19 @@ class Manifest:
     labels: list[str]
     tool_versions: dict[str, str]
     calibration: dict[str, Any] | None = None
+    file_sha256: dict[str, str] = field(default_factory=dict)  # every file in ``files``, hashed when written
     parity: dict[str, Any] = field(default_factory=dict)  # summary; full report in parity.json
     status: str = "unverified"  # "passed" | "failed" | "unverified"
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
+
+    def hash_files(self, directory: Path) -> None:
+        """Record the sha256 of every artifact file (they are complete: the converter has returned)."""
+        self.file_sha256 = {name: sha256_file(directory / name) for name in self.files}
+
+    def changed_files(self, directory: Path) -> list[str]:
+        """Files whose content no longer matches the hash recorded when the artifact was written."""
+        return [name for name, digest in self.file_sha256.items() if sha256_file(directory / name) != digest]
 
     def write(self, directory: Path) -> Path:
         return write_json_atomic(directory / MANIFEST_NAME, asdict(self))

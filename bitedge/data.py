@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bitedge.errors import BadInputError, ImageError
-from bitedge.image_processor import BitImageProcessor, to_rgb_array
+from bitedge.image_processor import BitImageProcessor, error_at, to_rgb_array
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -70,13 +70,15 @@ class Batches:
                 path = self.images.files[i]
                 try:
                     rgb = to_rgb_array(path)  # decode once, for both outputs
+                    sample = self.processor.preprocess_one(rgb)
+                    raw_sample = raw_processor.preprocess_one(rgb).astype(np.float32) if self.raw_pixels else None
                 except ImageError as exc:
-                    self.skipped.append(str(exc))
+                    self.skipped.append(error_at(path, exc))
                     continue
-                normalized.append(self.processor.preprocess_one(rgb))
+                normalized.append(sample)
                 self.used.append(path)
-                if self.raw_pixels:
-                    raw.append(raw_processor.preprocess_one(rgb).astype(np.float32))
+                if raw_sample is not None:
+                    raw.append(raw_sample)
                 if self.images.labels is not None:
                     labels.append(self.images.labels[i])
             if normalized:

@@ -131,8 +131,17 @@ class BitImageProcessor:
             new_h, new_w = (new_long, edge) if w <= h else (edge, new_long)
         else:
             new_h, new_w = self.size["height"], self.size["width"]
+        if new_h * new_w > MAX_RESIZED_PIXELS:  # an extreme aspect ratio: resizing the short edge up explodes it
+            raise ImageError(
+                f"a {w}x{h} image resizes to {new_w}x{new_h} before the center crop, past the "
+                f"{MAX_RESIZED_PIXELS:,}-pixel limit; crop it to a less extreme aspect ratio first"
+            )
         resized = Image.fromarray(rgb).resize((new_w, new_h), resample=Image.Resampling(self.resample))
         return np.asarray(resized)
+
+
+# Largest intermediate (resized, before the crop) image preprocessing will build: PIL's own bomb limit
+MAX_RESIZED_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 def center_crop(chw: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -162,6 +171,12 @@ def open_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc}); check the file or remove it") from None
     return image
+
+
+def error_at(path: str | Path, exc: ImageError) -> str:
+    """The message of ``exc`` naming the file it is about (once)."""
+    text = str(exc)
+    return text if text.startswith(str(path)) else f"{path}: {text}"
 
 
 def to_rgb_array(image: ImageInput) -> np.ndarray:

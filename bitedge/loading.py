@@ -124,6 +124,12 @@ def _read_transformers_dir(path: Path) -> tuple[StateDict, list[Path]]:
         if not file.is_file():
             raise CheckpointError(f"{path}: shard {shard} listed in {name} is missing")
         part = read_safetensors(file) if shard.endswith(".safetensors") else read_pickle(file)
+        shadowed = sorted(set(part) & set(tensors))
+        if shadowed:  # which copy would win is an accident of file order: refuse rather than guess
+            raise CheckpointError(
+                f"{file}: {len(shadowed)} tensors also appear in an earlier shard (e.g. {shadowed[0]}); "
+                "a checkpoint must hold each tensor once — re-save it"
+            )
         tensors.update(part)
     return tensors, [path / s for s in shards]
 

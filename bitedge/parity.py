@@ -145,12 +145,13 @@ class ParityReport:
     precision: str
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failures besides the comparisons (e.g. changed files)
     # per-image outputs for the HTML report (reference/artifact logits, top-1s, labels, files); not in JSON
     outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.comparisons)
+        return not self.problems and all(c.passed for c in self.comparisons)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,10 +167,12 @@ class ParityReport:
                 for c in self.comparisons
             ],
             "notes": list(self.notes),
+            "problems": list(self.problems),
         }
 
     def to_markdown(self) -> str:
         lines = [f"# Parity: {self.target} {self.precision} — {'PASS' if self.passed else 'FAIL'}", ""]
+        lines += [f"**FAIL: {problem}**" for problem in self.problems] + ([""] if self.problems else [])
         for c in self.comparisons:
             m = c.metrics
             verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
@@ -184,6 +187,7 @@ class ParityReport:
     def summary_lines(self) -> list[str]:
         """The one-screen summary the CLI prints."""
         lines = [f"parity {self.target} {self.precision}: {'PASS' if self.passed else 'FAIL'}"]
+        lines += [f"  FAIL: {problem}" for problem in self.problems]
         for c in self.comparisons:
             verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
             lines.append(f"  {c.name} ({c.metrics.samples} images): {verdict}")

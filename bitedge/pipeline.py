@@ -67,7 +67,8 @@ def convert(
     model_source: str | Path, jobs: list[Job], options: ConvertOptions, *, log: Log = lambda _: None
 ) -> list[Result]:
     """Build, verify and publish every job's artifact from one loaded, folded model."""
-    _prepare_destinations(jobs, overwrite=options.overwrite)
+    inputs = [Path(model_source), options.eval_images, options.calibration.images, options.calibration.table]
+    _prepare_destinations(jobs, overwrite=options.overwrite, inputs=[p for p in inputs if p is not None])
     with contextlib.ExitStack() as locks:
         for job in jobs:
             locks.enter_context(exclusive(job.directory))
@@ -116,6 +117,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
                 model, processor, converter, target=job.target, precision=job.precision, spec=spec, files=files,
                 seed=options.seed, calibration=calibration,
             )  # fmt: skip
+            manifest.hash_files(tmp)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
@@ -134,6 +136,7 @@ def verify(
     """Re-run the parity gate on an existing artifact, from its manifest; updates its reports."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
+    changed = manifest.changed_files(directory)
     converter = get_converter(Target(manifest.target))
     converter.check_runtime()
     source = manifest.source
@@ -159,6 +162,11 @@ def verify(
         model, runner, images, processor, converter, manifest, simulated=simulated,
         extra_runners=converter.informational_runners(directory, manifest),
     )  # fmt: skip
+    if changed:  # whatever the numbers say now, this is no longer the artifact that was converted and verified
+        report.problems.append(
+            f"{', '.join(changed)} changed since the artifact was written (sha256 differs from bitedge.json); "
+            "convert again"
+        )
     record(directory, manifest, report, images)
     return Result(directory, manifest, report)
 
@@ -174,8 +182,19 @@ def resolve_processor(processor: BitImageProcessor | None, image_size: int | Non
     return processor
 
 
-def _prepare_destinations(jobs: list[Job], *, overwrite: bool) -> None:
-    """Fail before any work if an artifact cannot be written; create the root of several artifacts."""
+def _prepare_destinations(jobs: list[Job], *, overwrite: bool, inputs: list[Path]) -> None:
+    """Fail before any work if an artifact cannot be written; create the root of several artifacts.
+
+    A destination that is, or contains, one of the ``inputs`` (the model, its images) is refused: replacing
+    it would delete what the conversion reads.
+    """
+    for job in jobs:
+        destination = job.directory.resolve()
+        for source in inputs:
+            if source.exists() and (source.resolve() == destination or destination in source.resolve().parents):
+                raise BadInputError(
+                    f"--out {job.directory} would replace {source}, an input of this conversion; choose another --out"
+                )
     if len(jobs) > 1:
         root = jobs[0].directory.parent
         try:

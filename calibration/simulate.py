@@ -80,7 +80,7 @@ class QuantizedLinear(_Quantized):
 
 def simulate(deploy: nn.Module, table: CalibrationTable) -> nn.Module:
     """A copy of ``deploy`` with every layer in ``table`` quantized; excluded layers stay float."""
-    model = copy.deepcopy(deploy).eval()
+    model = copy_sharing_tensors(deploy)
     for name in table.amax:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -92,8 +92,18 @@ def simulate(deploy: nn.Module, table: CalibrationTable) -> nn.Module:
 
 def explicit_qdq(simulated: nn.Module) -> nn.Module:
     """A copy of a simulated-quantized model that uses explicit torch quantize/dequantize ops."""
-    model = copy.deepcopy(simulated).eval()
+    model = copy_sharing_tensors(simulated)
     for module in model.modules():
         if isinstance(module, _Quantized):
             module.explicit = True
     return model
+
+
+def copy_sharing_tensors(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s structure whose parameters and buffers are the original's (not copies).
+
+    Swapping layers in the copy leaves the original intact while the weights exist once: for a 936 M
+    parameter BiT that is 3.7 GB not allocated again. Nothing here writes to the shared tensors.
+    """
+    memo: dict[int, object] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return copy.deepcopy(module, memo).eval()

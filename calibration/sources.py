@@ -22,7 +22,7 @@ import numpy as np
 from bitedge.checkpoints.io import sha256_file
 from bitedge.data import IMAGE_SUFFIXES
 from bitedge.errors import BadInputError, CalibrationError, ImageError
-from bitedge.image_processor import BitImageProcessor, to_rgb_array
+from bitedge.image_processor import BitImageProcessor, error_at, to_rgb_array
 
 ARRAY_KEY = "pixel_values"  # the array inside an .npz; an .npz with a single array may use any name
 
@@ -71,8 +71,8 @@ class CalibrationData:
                 batch.append(processor.preprocess_one(to_rgb_array(path)).astype(np.float32))
             except ImageError as exc:
                 if self.strict:
-                    raise CalibrationError(f"{exc} (--strict-images makes unreadable images fatal)") from None
-                self.manifest.skipped.append(str(exc))
+                    raise ImageError(f"{error_at(path, exc)} (--strict-images makes it fatal)") from None
+                self.manifest.skipped.append(error_at(path, exc))
                 continue
             self.manifest.used += 1
             if len(batch) == batch_size:

@@ -72,7 +72,7 @@ class Converter(ABC):
                     f"target {self.target} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
                 ) from None
 
-    def validate(self, precision: Precision, spec: ExportSpec) -> None:
+    def validate(self, precision: Precision, spec: ExportSpec) -> None:  # noqa: B027 - optional hook
         """Raise a BitEdgeError for an option combination the target cannot build (checked before any work)."""
 
     def default_skip_reason(self) -> str | None:

@@ -42,8 +42,8 @@ from bitedge import __version__
 from bitedge.artifact import Manifest
 from bitedge.calibration.simulate import explicit_qdq
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
-from bitedge.converters.coreml_emulator import Emulator
 from bitedge.converters.coreml_check import check_package
+from bitedge.converters.coreml_emulator import Emulator
 from bitedge.converters.coreml_package import MLPackage
 from bitedge.converters.coreml_usage import usage_markdown
 from bitedge.errors import ConfigError, MissingRuntimeError, UnknownTargetError
@@ -267,8 +267,9 @@ def _quantize_weights(mlmodel: Any) -> Any:
 
     config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                          weight_threshold=0)  # fmt: skip
-    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_type_configs={"conv": config,
-                                                                                         "linear": config}))
+    return cto.linear_quantize_weights(
+        mlmodel, cto.OptimizationConfig(op_type_configs={"conv": config, "linear": config})
+    )
 
 
 def _describe(mlmodel: Any, spec: ExportSpec, precision: Precision, labels: list[str]) -> None:

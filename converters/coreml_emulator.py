@@ -91,10 +91,7 @@ class Emulator:
         attrs = {key: self.package.decode(value) for key, value in op.attributes.items() if key != "name"}
         attrs |= {key: self._argument(binding, values) for key, binding in op.inputs.items()}  # iOS18 style
         out = op.outputs[0]
-        if op.type == "const":
-            result = attrs["val"]
-        else:
-            result = CONSTEXPR[op.type](attrs)
+        result = attrs["val"] if op.type == "const" else CONSTEXPR[op.type](attrs)
         typed = self._as_typed(result, tensor_type(out.type).dtype)
         self.constants[out.name] = values[out.name] = typed
 
@@ -137,7 +134,9 @@ def _ints(x: Any) -> list[int]:
     return [int(v) for v in np.asarray(x).reshape(-1)]
 
 
-def _spatial_padding(args: Args, x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
+def _spatial_padding(
+    args: Args, x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int]
+) -> list[int]:
     """[before, after] per spatial dim, for MIL's pad_type (valid, custom, same, same_lower)."""
     pad_type = args.get("pad_type", "valid")
     dims = len(kernel)

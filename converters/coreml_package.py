@@ -147,7 +147,7 @@ class MLPackage:
                 handle = path.open("rb")
             except OSError as exc:
                 raise PackageError(f"{path}: cannot open the weight file ({exc.strerror})") from None
-            count, version = BLOB_HEADER.unpack(handle.read(BLOB_HEADER.size))
+            _count, version = BLOB_HEADER.unpack(handle.read(BLOB_HEADER.size))
             if version != 2:
                 raise PackageError(f"{path}: blob storage version {version}, expected 2")
             self._blob_files[path] = handle

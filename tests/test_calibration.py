@@ -15,7 +15,7 @@ from bitedge.calibration.observers import AbsRange
 from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.sources import open_calibration
 from bitedge.calibration.table import CalibrationTable
-from bitedge.errors import BadInputError, CalibrationError
+from bitedge.errors import BadInputError, CalibrationError, ImageError
 from bitedge.fold import fold
 from bitedge.loading import DEMO_CALIBRATION
 
@@ -85,7 +85,7 @@ def test_unreadable_images_are_counted_or_fatal(images: Path) -> None:
     (images / "0" / "broken.png").write_bytes(b"not a png")
     data = open_calibration(images)
     assert _count(data) == 30 and len(data.manifest.skipped) == 1 and "broken.png" in data.manifest.skipped[0]
-    with pytest.raises(CalibrationError, match="strict"):
+    with pytest.raises(ImageError, match="strict"):  # bad input: exit code 2
         _count(open_calibration(images, strict=True))
 
 

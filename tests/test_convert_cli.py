@@ -69,7 +69,21 @@ def test_verify_passes_then_fails_on_a_corrupted_artifact(
     assert "FAIL" in capsys.readouterr().out
     manifest = json.loads((out / "bitedge.json").read_text())
     assert manifest["status"] == "failed" and not manifest["parity"]["passed"]
-    assert "max |Δlogit|" in (out / "parity.md").read_text()
+    parity = (out / "parity.md").read_text()
+    assert "max |Δlogit|" in parity and "model.onnx changed since the artifact was written" in parity
+
+
+def test_verify_detects_changed_files_even_when_numbers_still_pass(
+    tiny_hf_dir: Path, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "artifact"
+    assert _convert(tiny_hf_dir, out, eval_dir) == 0
+    proto = onnx.load(str(out / "model.onnx"))
+    proto.doc_string = "edited by hand"  # same numbers, different file
+    onnx.save(proto, str(out / "model.onnx"))
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert "model.onnx changed since the artifact was written" in capsys.readouterr().out
 
 
 def test_existing_output_needs_overwrite(tiny_hf_dir: Path, eval_dir: Path, tmp_path: Path) -> None:

@@ -202,10 +202,10 @@ def test_corrupt_weight_blob_is_reported(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match="sentinel"):
         MLPackage(tmp_path / "m.mlpackage").decode(value)
     weights.write_bytes(bytes(data[: value.blobFileValue.offset + 70]))  # truncated inside the blob
-    with pytest.raises(PackageError, match="truncated|past the end|sentinel"):
+    with pytest.raises(PackageError, match=r"truncated|past the end|sentinel"):
         MLPackage(tmp_path / "m.mlpackage").decode(value)
 
 
 def test_a_directory_that_is_not_a_package_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(PackageError, match="Manifest.json"):
+    with pytest.raises(PackageError, match=r"Manifest\.json"):
         MLPackage(tmp_path)

@@ -7,6 +7,7 @@ config). Errors print one line on stderr, never a traceback; only a bug in bited
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from collections.abc import Sequence
@@ -186,11 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BitEdgeError as exc:
         print(f"bitedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the machine, not the input: a full disk, a vanished directory, a file-size limit
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bitedge: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return "free space (or raise the limit) or choose another --out; nothing was left half-written"
+    return "check the path and its permissions; nothing was left half-written"
 
 
 def _interrupt(signum: int, frame: object) -> None:
