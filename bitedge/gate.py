@@ -1,13 +1,15 @@
 """Running the parity gate: reference, simulated-quantized model and artifact on the same images.
 
-For every batch of evaluation images: the *unfolded* float reference on normalized pixels, the artifact in
-its runtime on what it takes (normalized or raw pixels) and, for int8, the simulated-quantized model on
-the same input as the artifact. Comparisons: artifact vs float (the precision's budget); for int8 also
-artifact vs simulated (conversion fidelity, gated) and simulated vs float (quantization error, shown).
+Each takes its own pass over the evaluation images, so only one network needs to be in memory at a time:
+the *unfolded* float reference on normalized pixels (once per conversion, however many artifacts), for
+int8 the simulated-quantized model (once), then each artifact in its runtime on what it takes (normalized
+or raw pixels). Comparisons: artifact vs float (the precision's budget); for int8 also artifact vs
+simulated (conversion fidelity, gated) and simulated vs float (quantization error, shown).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,59 +35,86 @@ MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's sc
 def input_folded(manifest: Manifest) -> bool:
     """Whether the artifact's deploy graph has the input normalization folded into its stem (raw pixels in)."""
     raw = bool(manifest.input.get("raw_pixels"))
-    return manifest.input.get("normalization", "stem" if raw else "caller") == "stem"
+    return bool(manifest.input.get("normalization", "stem" if raw else "caller") == "stem")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one model or artifact said about the evaluation images, in image order."""
+
+    logits: np.ndarray  # (N, K)
+    labels: np.ndarray | None  # (N,) class indices, when the images are in class folders
+    files: list[Path]  # the images that were read
+    skipped: list[str]  # why the others were not
+
+
+def evaluate(run: Runner, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool, desc: str) -> Outputs:
+    """Run ``run`` over ``images`` in batches (normalized pixels, or raw 0..255 when ``raw_pixels``)."""
+    from tqdm import tqdm
+
+    batches = Batches(images, processor, batch_size=16, raw_pixels=raw_pixels)
+    logits: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    total = -(-len(images.files) // batches.batch_size)
+    for normalized, raw, batch_labels in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+        logits.append(run(raw if raw is not None else normalized))
+        if batch_labels is not None:
+            labels.append(batch_labels)
+    if not logits:
+        raise BadInputError(f"{images.root}: none of the {len(images.files)} images could be read")
+    return Outputs(np.concatenate(logits), np.concatenate(labels) if labels else None, batches.used, batches.skipped)
+
+
+def torch_runner(module: nn.Module) -> Runner:
+    """A float torch module (a BiT classifier or a deploy/simulated graph) as ``pixels -> logits``."""
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(torch.from_numpy(pixels))
+        logits: np.ndarray = (out.logits if hasattr(out, "logits") else out).numpy()
+        return logits
+
+    return run
+
+
+def reference_outputs(model: BitPreTrainedModel, images: ImageSet, processor: BitImageProcessor) -> Outputs:
+    """The unfolded float reference on normalized pixels: what every artifact is compared with."""
+    return evaluate(torch_runner(model), images, processor, raw_pixels=False, desc="float reference")
 
 
 def run_parity(
-    model: BitPreTrainedModel,
+    reference: Outputs,
     runner: Runner,
     images: ImageSet,
     processor: BitImageProcessor,
     converter: Converter,
     manifest: Manifest,
     *,
-    simulated: nn.Module | None = None,
+    simulated: Outputs | None = None,
     extra_runners: dict[str, Runner] | None = None,
     notes: list[str] | None = None,
 ) -> ParityReport:
-    """Compare the artifact (and the simulated model, if any) with the float reference on ``images``."""
-    from tqdm import tqdm
-
+    """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
     raw = bool(manifest.input.get("raw_pixels"))
-    simulated_takes_raw = input_folded(manifest)
-    batches = Batches(images, processor, batch_size=16, raw_pixels=raw)
-    extra = extra_runners or {}
-    outputs: dict[str, list[np.ndarray]] = {"reference": [], "artifact": [], "simulated": [], "labels": []}
-    outputs |= {name: [] for name in extra}
-    total = -(-len(images.files) // batches.batch_size)
-    for normalized, raw_pixels, labels in tqdm(batches, total=total, desc="parity", unit="batch", leave=False):
-        artifact_input = raw_pixels if raw_pixels is not None else normalized
-        with torch.no_grad():
-            outputs["reference"].append(model(torch.from_numpy(normalized)).logits.numpy())
-            if simulated is not None:
-                sim_input = raw_pixels if simulated_takes_raw and raw_pixels is not None else normalized
-                outputs["simulated"].append(simulated(torch.from_numpy(sim_input)).numpy())
-        outputs["artifact"].append(runner(artifact_input))
-        for name, other in extra.items():
-            outputs[name].append(other(artifact_input))
-        if labels is not None:
-            outputs["labels"].append(labels)
-    if not outputs["reference"]:
-        raise BadInputError(f"{images.root}: none of the {len(images.files)} images could be read")
-    ref, art = np.concatenate(outputs["reference"]), np.concatenate(outputs["artifact"])
-    labels_all = np.concatenate(outputs["labels"]) if outputs["labels"] else None
+    artifact = evaluate(runner, images, processor, raw_pixels=raw, desc="parity")
+    others = {name: evaluate(run, images, processor, raw_pixels=raw, desc=name) for name, run in
+              (extra_runners or {}).items()}  # fmt: skip
+    for outputs in [artifact, *others.values(), *([simulated] if simulated else [])]:
+        if outputs.files != reference.files:  # the same images must have been read, in the same order
+            raise BadInputError(f"{images.root}: the evaluation images changed while being read; run again")
+    ref, art, labels = reference.logits, artifact.logits, reference.labels
     budget = converter.budget(Precision(manifest.precision))
-    comparisons = [Comparison.of(ARTIFACT_VS_FLOAT, compare(ref, art, labels_all), budget)]
+    comparisons = [Comparison.of(ARTIFACT_VS_FLOAT, compare(ref, art, labels), budget)]
     if simulated is not None:
-        sim = np.concatenate(outputs["simulated"])
+        sim = simulated.logits
         comparisons.append(Comparison.of(ARTIFACT_VS_SIMULATED, compare(sim, art), INT8_VS_SIMULATED))
-        comparisons.append(Comparison.of(SIMULATED_VS_FLOAT, compare(ref, sim, labels_all), budget, gated=False))
-    for name in extra:
-        metrics = compare(ref, np.concatenate(outputs[name]), labels_all)
+        comparisons.append(Comparison.of(SIMULATED_VS_FLOAT, compare(ref, sim, labels), budget, gated=False))
+    for name, other in others.items():
+        metrics = compare(ref, other.logits, labels)
         comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
     all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
-    if batches.skipped:
-        all_notes.append(f"skipped {len(batches.skipped)} unreadable images, e.g. {batches.skipped[0]}")
+    if artifact.skipped:
+        all_notes.append(f"skipped {len(artifact.skipped)} unreadable images, e.g. {artifact.skipped[0]}")
     if images.note:
         all_notes.append(images.note)
     report = ParityReport(manifest.target, manifest.precision, comparisons, all_notes)
@@ -94,8 +123,8 @@ def run_parity(
         "artifact": art[:MAX_STORED_LOGITS],
         "reference_top1": ref.argmax(1),
         "artifact_top1": art.argmax(1),
-        "labels": labels_all if labels_all is not None else np.zeros(0, np.int64),
-        "files": np.asarray([str(p) for p in batches.used]),
+        "labels": labels if labels is not None else np.zeros(0, np.int64),
+        "files": np.asarray([str(p) for p in artifact.files]),
     }
     return report
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
@@ -22,10 +24,11 @@ from bitedge.converters.base import ExportSpec
 from bitedge.data import scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
-from bitedge.gate import input_folded, record, run_parity
+from bitedge.gate import Outputs, evaluate, input_folded, record, reference_outputs, run_parity, torch_runner
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
+from bitedge.modeling import BitPreTrainedModel
 from bitedge.parity import ParityReport
 from bitedge.provenance import build_manifest, file_metadata
 from bitedge.quantize import (
@@ -82,6 +85,9 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     images = scan_images(options.eval_images, model.config.labels)
     log(f"folding (raw pixel input: {options.raw_pixel_input})")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
+    log(f"running the float reference on {len(images.files)} evaluation images")
+    reference = reference_outputs(model, images, processor)
+    release_weights(model)  # from here on the folded copy is the only one: two at most while converting
     spec = ExportSpec(
         processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
         onnx_group_norm=options.onnx_group_norm, processor=processor, labels=tuple(model.config.labels),
@@ -102,6 +108,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             quantizer=options.quantizer,
         )
     results = []
+    simulated: Outputs | None = None  # the simulated int8 model's outputs, computed once when first needed
     for job in jobs:
         converter = get_converter(job.target)
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
@@ -119,10 +126,13 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             )  # fmt: skip
             manifest.hash_files(tmp)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
+            if converted.simulated_reference and simulated is None and spec.simulated is not None:
+                simulated = evaluate(torch_runner(spec.simulated), images, processor,
+                                     raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
-                model, runner, images, processor, converter, manifest, notes=converted.notes,
-                simulated=spec.simulated if converted.simulated_reference else None,
+                reference, runner, images, processor, converter, manifest, notes=converted.notes,
+                simulated=simulated if converted.simulated_reference else None,
                 extra_runners=converter.informational_runners(tmp, manifest),
             )  # fmt: skip
             record(tmp, manifest, report, images)
@@ -155,11 +165,16 @@ def verify(
     calibration = manifest.calibration or {}
     if manifest.precision == Precision.INT8 and calibration.get("quantizer", "bitedge") == "bitedge":
         table = CalibrationTable.load(directory / TABLE_FILE)
-        simulated = simulate(fold(model, raw_pixel_input=input_folded(manifest), processor=processor), table)
-    runner = converter.load_runner(directory, manifest, threads=threads)
+        folded = input_folded(manifest)
+        network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table)
+        simulated = evaluate(torch_runner(network), images, processor, raw_pixels=folded, desc="simulated int8")
+        del network
     log(f"verifying {directory} on {len(images.files)} images")
+    reference = reference_outputs(model, images, processor)
+    release_weights(model)
+    runner = converter.load_runner(directory, manifest, threads=threads)
     report = run_parity(
-        model, runner, images, processor, converter, manifest, simulated=simulated,
+        reference, runner, images, processor, converter, manifest, simulated=simulated,
         extra_runners=converter.informational_runners(directory, manifest),
     )  # fmt: skip
     if changed:  # whatever the numbers say now, this is no longer the artifact that was converted and verified
@@ -169,6 +184,11 @@ def verify(
         )
     record(directory, manifest, report, images)
     return Result(directory, manifest, report)
+
+
+def release_weights(model: BitPreTrainedModel) -> None:
+    """Free the reference model's weights once its outputs are computed; its config and source stay."""
+    model.to(torch.device("meta"))
 
 
 def resolve_processor(processor: BitImageProcessor | None, image_size: int | None) -> BitImageProcessor:

@@ -117,7 +117,9 @@ class CoreMLConverter(Converter):
                                    color_layout=ct.colorlayout.RGB)]  # fmt: skip
         labels = list(spec.labels) or [str(i) for i in range(_num_outputs(graph, shape))]
         with _quiet():  # tracer warnings and coremltools' progress bars; the parity gate checks the result
-            traced = torch.jit.trace(Classifier(graph).eval(), torch.zeros(shape), check_trace=False)
+            traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                Classifier(graph).eval(), torch.zeros(shape), check_trace=False
+            )
             mlmodel = ct.convert(
                 traced, inputs=inputs, classifier_config=ct.ClassifierConfig(labels), convert_to="mlprogram",
                 compute_precision=_compute_precision(precision), minimum_deployment_target=deployment,

@@ -169,7 +169,7 @@ def _conv(a: Args) -> np.ndarray:
     xt = F.pad(_t(x), _torch_pad(pads))
     bias = _t(a["bias"]) if "bias" in a else None
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-    return conv(xt, _t(w), bias, strides, 0, dilations, int(a.get("groups", 1))).numpy()  # type: ignore[operator]
+    return conv(xt, _t(w), bias, strides, 0, dilations, int(a.get("groups", 1))).numpy()
 
 
 def _pool(a: Args, kind: str) -> np.ndarray:
@@ -190,14 +190,14 @@ def _pool(a: Args, kind: str) -> np.ndarray:
     return (summed / float(np.prod(kernel))).numpy()
 
 
-def _pad(a: Args) -> np.ndarray:
+def _pad(a: Args) -> Any:  # numpy array
     x, pads = a["x"], _ints(a["pad"])
     mode = a.get("mode", "constant")
     full = [0] * (2 * x.ndim - len(pads)) + pads  # pads cover the last len(pads) // 2 dims
     widths = [(full[i], full[i + 1]) for i in range(0, len(full), 2)]
     if mode == "constant":
         return np.pad(x, widths, constant_values=float(a.get("constant_val", 0.0)))
-    return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+    return np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")  # MIL "replicate" is numpy's "edge"
 
 
 def _reduce(fn: Callable[..., np.ndarray]) -> Callable[[Args], np.ndarray]:
@@ -208,7 +208,7 @@ def _reduce(fn: Callable[..., np.ndarray]) -> Callable[[Args], np.ndarray]:
     return reduce
 
 
-def _reshape(a: Args) -> np.ndarray:
+def _reshape(a: Args) -> Any:  # numpy array
     x = a["x"]
     shape = [x.shape[i] if s == 0 else s for i, s in enumerate(_ints(a["shape"]))]
     return x.reshape(shape)
@@ -224,7 +224,7 @@ def _along(param: np.ndarray, axis: Any, ndim: int) -> np.ndarray:
     return param.reshape(shape)
 
 
-def _quantize(a: Args) -> np.ndarray:
+def _quantize(a: Args) -> Any:  # numpy array
     x = a["input"]
     dtype = {"int8": np.int8, "uint8": np.uint8}[a["output_dtype"]]
     info = np.iinfo(dtype)
@@ -233,14 +233,14 @@ def _quantize(a: Args) -> np.ndarray:
     return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(dtype)
 
 
-def _dequantize(a: Args) -> np.ndarray:
+def _dequantize(a: Args) -> Any:  # numpy array
     q = a["input"]
     scale = _along(a["scale"], a.get("axis"), q.ndim).astype(np.float32)
     zero = _along(a.get("zero_point", 0), a.get("axis"), q.ndim).astype(np.float32)
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def _batch_norm(a: Args) -> np.ndarray:
+def _batch_norm(a: Args) -> Any:  # numpy array
     x = a["x"]
     shape = (1, -1) + (1,) * (x.ndim - 2)
     eps = float(a.get("epsilon", 1e-5))
@@ -252,12 +252,12 @@ def _batch_norm(a: Args) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _linear(a: Args) -> np.ndarray:
+def _linear(a: Args) -> Any:  # numpy array
     out = a["x"] @ a["weight"].T
     return out + a["bias"] if "bias" in a else out
 
 
-def _softmax(a: Args) -> np.ndarray:
+def _softmax(a: Args) -> Any:  # numpy array
     x = a["x"]
     axis = int(a.get("axis", -1))
     shifted = np.exp(x - x.max(axis=axis, keepdims=True))
@@ -313,14 +313,14 @@ OPS: dict[str, Callable[[Args], Any]] = {
 }
 
 
-def _affine_dequantize(a: Args) -> np.ndarray:
+def _affine_dequantize(a: Args) -> Any:  # numpy array
     q = a["quantized_data"]
     scale = _along(a["scale"], a.get("axis"), q.ndim).astype(np.float32)
     zero = _along(a["zero_point"], a.get("axis"), q.ndim).astype(np.float32)
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def _blockwise_shift_scale(a: Args) -> np.ndarray:
+def _blockwise_shift_scale(a: Args) -> Any:  # numpy array
     """iOS18: ``(data - offset) * scale``, scale/offset of the data's rank, each repeated over its block."""
     data = a["data"].astype(np.float32)
 

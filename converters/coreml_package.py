@@ -75,7 +75,7 @@ class MLPackage:
         if not self.spec.HasField("mlProgram"):
             raise PackageError(f"{self.model_path}: not an ML program (the emulator runs mlprogram models only)")
         self.weights_dir = self.model_path.parent / "weights"
-        self._blob_files: dict[str, Any] = {}
+        self._blob_files: dict[Path, Any] = {}
 
     # -- the program ------------------------------------------------------------------------------------
     @cached_property

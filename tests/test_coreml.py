@@ -12,11 +12,12 @@ import torch
 
 ct = pytest.importorskip("coremltools")
 
+from conftest import hf_classifier  # noqa: E402
+
 from bitedge.cli import main  # noqa: E402
 from bitedge.converters.coreml import PACKAGE, EmulatedRunner  # noqa: E402
 from bitedge.converters.coreml_package import MLPackage  # noqa: E402
 from bitedge.loading import DEMO_EVAL  # noqa: E402
-from tests.conftest import hf_classifier  # noqa: E402
 
 CLIP_PREPROCESSING = {
     "do_resize": True, "size": {"shortest_edge": 64}, "do_center_crop": True, "crop_size": {"height": 64, "width": 64},
