@@ -145,14 +145,14 @@ def r50_row(target: str, precision: str, tmp: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def write_photos(folder: Path) -> None:
+def write_photos(folder: Path, limit: int | None = None) -> None:
     """scikit-image's sample photos (and their mirror images): real images for calibration and agreement."""
     import skimage.data
     from PIL import Image
 
     folder.mkdir(parents=True)
     names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry"]
-    for name in names:
+    for name in names[: (limit + 1) // 2 if limit else None]:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
         image.save(folder / f"{name}.png")
         image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{name}-mirror.png")

@@ -1,7 +1,5 @@
 """``python -m bitedge`` is the ``bitedge`` command."""
 
-import sys
+from bitedge.cli import run
 
-from bitedge.cli import main
-
-sys.exit(main())
+run()

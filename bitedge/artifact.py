@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bitedge import interrupts
 from bitedge.checkpoints.io import sha256_file
 from bitedge.errors import BadInputError
 
@@ -111,6 +112,7 @@ def exclusive(final: Path) -> Iterator[None]:
     except OSError as exc:
         raise BadInputError(f"{final.parent}: cannot write there ({exc.strerror}); choose another --out") from None
     acquired = False
+    token = interrupts.on_abort(lambda: lock_path.unlink(missing_ok=True) if acquired else None)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,6 +123,7 @@ def exclusive(final: Path) -> Iterator[None]:
             ) from None
         yield
     finally:
+        interrupts.done(token)
         if acquired:
             lock_path.unlink(missing_ok=True)
         handle.close()
@@ -135,11 +138,15 @@ def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should get the usual permissions
+    token = interrupts.on_abort(lambda: shutil.rmtree(tmp, ignore_errors=True))
     try:
         yield tmp
+        interrupts.check()  # a signal a runtime swallowed still stops the artifact from being published
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        interrupts.done(token)
     backup = None
     if final.exists():
         backup = final.with_name(f".{final.name}.old-{os.getpid()}")

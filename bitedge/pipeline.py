@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bitedge import interrupts
 from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
@@ -110,6 +111,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     results = []
     simulated: Outputs | None = None  # the simulated int8 model's outputs, computed once when first needed
     for job in jobs:
+        interrupts.check()
         converter = get_converter(job.target)
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
             log(f"converting to {job.target} {job.precision}")

@@ -25,7 +25,6 @@ from bitedge.errors import BadInputError, UnknownTargetError
 from bitedge.targets import Precision, Target
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
-EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GiB hard limit, with room for the graph itself
 
 
 class OnnxConverter(Converter):
@@ -48,6 +47,7 @@ class OnnxConverter(Converter):
             group_norm=spec.onnx_group_norm,
             metadata=spec.metadata,
             producer_version=__version__,
+            external_data=directory / DATA_FILE,
         )
         if int8:
             problems = lint_int8(model)
@@ -91,14 +91,14 @@ class OnnxConverter(Converter):
 
 
 def save_onnx(model: Any, path: Path) -> list[str]:
-    """Check and save ``model``; weights go to external data past the protobuf limit. Returns file names."""
+    """Check and save ``model`` beside its external data, if build_onnx streamed any. Returns file names."""
     import onnx
 
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
-    if size < EXTERNAL_DATA_BYTES:
+    external = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if not external:
         onnx.checker.check_model(model, full_check=True)
         onnx.save_model(model, str(path))
         return [path.name]
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=DATA_FILE)
-    onnx.checker.check_model(str(path), full_check=True)  # by path: the in-memory proto is over 2 GB
-    return [path.name, DATA_FILE]
+    onnx.save_model(model, str(path))  # the graph only: the weights are already in the data file
+    onnx.checker.check_model(str(path), full_check=True)  # by path, so the checker finds the external data
+    return [path.name, *sorted(external)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -30,6 +31,9 @@ from bitedge.errors import BitEdgeError
 from bitedge.layers import DynamicPad2d
 
 OPSET = 21
+EXTERNAL_DATA_BYTES = 1_800_000_000  # weights past this go to external data: protobuf's hard limit is 2 GiB
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the graph even then
+EXTERNAL_ALIGNMENT = 4096
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 
 
@@ -68,7 +72,7 @@ class _Emitter:
     def const(self, name: str, value: np.ndarray | torch.Tensor, *, keep_fp32: bool = False) -> str:
         array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         if array.dtype.kind == "f":
-            array = array.astype(np.float32 if keep_fp32 else self.act_type)
+            array = array.astype(np.float32 if keep_fp32 else self.act_type, copy=False)  # fp32: a view, no copy
         self.initializers[name] = array
         return name
 
@@ -297,9 +301,15 @@ def build_onnx(
     group_norm: str = "native",
     metadata: dict[str, str] | None = None,
     producer_version: str = "",
+    external_data: Path | None = None,
 ) -> Any:
-    """An ``onnx.ModelProto`` computing ``deploy`` for (batch or dynamic, 3, H, W) float32 input."""
-    from onnx import TensorProto, helper, numpy_helper
+    """An ``onnx.ModelProto`` computing ``deploy`` for (batch or dynamic, 3, H, W) float32 input.
+
+    With ``external_data`` and weights past ``EXTERNAL_DATA_BYTES`` (protobuf's 2 GiB limit), every weight is
+    streamed into that file as it is serialized and the model references it (save the model beside it): the
+    weights are never copied into the protobuf, so export holds no second copy of them.
+    """
+    from onnx import TensorProto, helper
 
     graph_module = torch.fx.GraphModule(deploy, _Tracer().trace(deploy))
     height, width = input_size
@@ -328,10 +338,34 @@ def build_onnx(
         "bitedge_bit",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch_dim, 3, height, width])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch_dim, num_labels])],
-        [numpy_helper.from_array(array, name) for name, array in emitter.initializers.items()],
+        _initializers(emitter.initializers, external_data),
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bitedge")
     model.producer_version = producer_version
     model.ir_version = 10
     helper.set_model_props(model, metadata or {})
     return model
+
+
+def _initializers(arrays: dict[str, np.ndarray], external_data: Path | None) -> list[Any]:
+    """TensorProtos of the weights: inline, or (large models) streamed to ``external_data`` one by one."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if external_data is None or sum(a.nbytes for a in arrays.values()) < EXTERNAL_DATA_BYTES:
+        return [numpy_helper.from_array(array, name) for name, array in arrays.items()]
+    tensors = []
+    with external_data.open("wb") as handle:
+        for name, array in arrays.items():
+            if array.nbytes < EXTERNAL_MIN_BYTES:  # scales, zero points, biases stay readable in the graph
+                tensors.append(numpy_helper.from_array(array, name))
+                continue
+            handle.write(b"\0" * (-handle.tell() % EXTERNAL_ALIGNMENT))  # page-aligned, so runtimes can mmap
+            offset = handle.tell()
+            np.ascontiguousarray(array).tofile(handle)  # straight from the weight's memory, no bytes copy
+            tensor = TensorProto(name=name, dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", external_data.name), ("offset", offset), ("length", array.nbytes)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+            tensors.append(tensor)
+    return tensors

@@ -64,7 +64,8 @@ class OpenVinoConverter(Converter):
             # on the demo model), which the fidelity gate rejects.
             large = min(spec.input_size) >= CHANNEL_STATS_MIN_INPUT
             form = "channel-stats" if large and quantizer != "bitedge" else "native"
-            onnx_model = build_onnx(graph, input_size=spec.input_size, batch=spec.batch, group_norm=form)
+            onnx_model = build_onnx(graph, input_size=spec.input_size, batch=spec.batch, group_norm=form,
+                                    external_data=Path(scratch) / "model.onnx.data")  # fmt: skip
             _save_onnx(onnx_model, onnx_path)
             model = ov.convert_model(str(onnx_path))
         if quantizer == "nncf":

@@ -22,7 +22,7 @@ from torch import nn
 
 from bitedge.artifact import Manifest, write_json_atomic
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner
-from bitedge.converters.onnx import MODEL_FILE, OnnxConverter, save_onnx
+from bitedge.converters.onnx import DATA_FILE, MODEL_FILE, OnnxConverter, save_onnx
 from bitedge.converters.onnx_graph import ExportError, build_onnx
 from bitedge.converters.qdq_lint import lint_int8
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
@@ -57,7 +57,10 @@ class TensorRTConverter(Converter):
         graph = spec.simulated if int8 else deploy
         if graph is None:
             raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
-        model = build_onnx(graph, input_size=spec.input_size, batch=spec.batch, fp16=not int8, metadata=spec.metadata)
+        model = build_onnx(
+            graph, input_size=spec.input_size, batch=spec.batch, fp16=not int8, metadata=spec.metadata,
+            external_data=directory / DATA_FILE,
+        )  # fmt: skip
         problems = lint_tensorrt(model, int8=int8, allowed_float=_excluded(graph) if int8 else set())
         if problems:
             raise ExportError("the bundle breaks TensorRT's rules: " + "; ".join(problems[:5]))

@@ -31,10 +31,13 @@ def _wait_for_partial(process: subprocess.Popen[bytes], root: Path, timeout: flo
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_mid_conversion_leaves_nothing_half_written(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize("delay", [0.0, 2.5, 4.0], ids=["onnx", "later", "openvino"])
+def test_signal_mid_conversion_leaves_nothing_half_written(tmp_path: Path, sig: signal.Signals, delay: float) -> None:
+    """At different stages: OpenVINO's native layer turns a KeyboardInterrupt into a RuntimeError or drops it."""
     out = tmp_path / "artifacts"
     process = _start(out)
     _wait_for_partial(process, out)
+    time.sleep(delay)
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err.decode()[-500:]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bitedge import __version__
+from bitedge import __version__, interrupts
 from bitedge.calibration import DEFAULT_METHOD, METHODS
 from bitedge.cli.commands import (
     run_bench,
@@ -179,23 +180,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bitedge.errors import BitEdgeError
 
-    # SIGTERM (a kill, a CI timeout) unwinds like Ctrl-C: temp directories are removed, nothing half-written.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-
+    # Ctrl-C and SIGTERM (a kill, a CI timeout) unwind the same way: temp directories are removed, nothing
+    # half-written; the signal is also recorded, in case a native runtime swallows or rewraps the exception.
+    interrupts.reset()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        interrupts.check()
+        return code
+    except KeyboardInterrupt:
+        return _interrupted()
     except BitEdgeError as exc:
+        if interrupts.received():
+            return _interrupted()
         print(f"bitedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the machine, not the input: a full disk, a vanished directory, a file-size limit
+        if interrupts.received():
+            return _interrupted()
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bitedge: interrupted; nothing was left half-written", file=sys.stderr)
-        return 130
+    except Exception:
+        if interrupts.received():  # e.g. OpenVINO re-raising the KeyboardInterrupt as a RuntimeError
+            return _interrupted()
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not interrupts.received():  # after a signal, stay deaf to repeats until the process has exited
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run() -> None:
+    """The ``bitedge`` command: ``main`` with the process exit that an interrupted run needs."""
+    code = main()
+    if interrupts.received():
+        # Cleanup already ran inside main. Skip interpreter finalization: a runtime's worker thread (NNCF's,
+        # measured) can re-deliver the interrupt there, which would kill the process by SIGINT instead of 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _interrupted() -> int:
+    print("bitedge: interrupted; nothing was left half-written", file=sys.stderr)
+    return 130
 
 
 def _os_error_hint(exc: OSError) -> str:
@@ -205,6 +235,10 @@ def _os_error_hint(exc: OSError) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    interrupts.note_signal()
+    # Native runtimes can re-deliver the signal; one unwinding is enough (a second would escape main()).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
