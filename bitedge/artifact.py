@@ -43,6 +43,7 @@ class Manifest:
     tool_versions: dict[str, str]
     calibration: dict[str, Any] | None = None
     file_sha256: dict[str, str] = field(default_factory=dict)  # every file in ``files``, hashed when written
+    conversion: dict[str, Any] = field(default_factory=dict)  # the options that shaped the artifact
     parity: dict[str, Any] = field(default_factory=dict)  # summary; full report in parity.json
     status: str = "unverified"  # "passed" | "failed" | "unverified"
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

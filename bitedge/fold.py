@@ -82,9 +82,10 @@ def fold(
         raise ConfigError("fold needs a BitForImageClassification (a model with a classifier head)")
     bit = copy.deepcopy(model.get_submodule("bit")).eval()
     classifier = copy.deepcopy(model.get_submodule("classifier")).eval()
-    for name, module in list(bit.named_modules()):
-        if isinstance(module, WeightStandardizedConv2d):
-            _replace(bit, name, _plain_conv(module))
+    # names, not modules: holding every replaced module until the loop ends would keep both weight sets alive
+    names = [name for name, module in bit.named_modules() if isinstance(module, WeightStandardizedConv2d)]
+    for name in names:
+        _replace(bit, name, _plain_conv(cast(WeightStandardizedConv2d, bit.get_submodule(name))))
     shift = None
     if raw_pixel_input:
         if processor is None:

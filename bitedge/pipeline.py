@@ -10,11 +10,13 @@ in its manifest) so it can be inspected; the caller decides the exit code. ``ver
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from bitedge import interrupts
 from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
@@ -29,7 +31,6 @@ from bitedge.gate import Outputs, evaluate, input_folded, record, reference_outp
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
-from bitedge.modeling import BitPreTrainedModel
 from bitedge.parity import ParityReport
 from bitedge.provenance import build_manifest, file_metadata
 from bitedge.quantize import (
@@ -86,7 +87,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     images = scan_images(options.eval_images, model.config.labels)
     log(f"folding (raw pixel input: {options.raw_pixel_input})")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
-    log(f"running the float reference on {len(images.files)} evaluation images")
+    log(f"running the float reference on {len(images.files)} evaluation images{_memory()}")
     reference = reference_outputs(model, images, processor)
     release_weights(model)  # from here on the folded copy is the only one: two at most while converting
     spec = ExportSpec(
@@ -114,7 +115,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
         interrupts.check()
         converter = get_converter(job.target)
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
-            log(f"converting to {job.target} {job.precision}")
+            log(f"converting to {job.target} {job.precision}{_memory()}")
             converted = converter.convert(deploy, tmp, precision=job.precision, spec=spec)
             files = list(converted.files)
             calibration = None
@@ -127,10 +128,14 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
                 seed=options.seed, calibration=calibration,
             )  # fmt: skip
             manifest.hash_files(tmp)
-            log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images")
             if converted.simulated_reference and simulated is None and spec.simulated is not None:
                 simulated = evaluate(torch_runner(spec.simulated), images, processor,
                                      raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+            if job is jobs[-1]:  # the folded weights are done with: the runtime's copy is the only one now
+                release_weights(deploy)
+                if spec.simulated is not None:
+                    release_weights(spec.simulated)
+            log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images{_memory()}")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
                 reference, runner, images, processor, converter, manifest, notes=converted.notes,
@@ -188,9 +193,18 @@ def verify(
     return Result(directory, manifest, report)
 
 
-def release_weights(model: BitPreTrainedModel) -> None:
-    """Free the reference model's weights once its outputs are computed; its config and source stay."""
+def release_weights(model: nn.Module) -> None:
+    """Free a model's weights once they are no longer needed; the module (config, source) stays."""
     model.to(torch.device("meta"))
+
+
+def _memory() -> str:
+    """ " (RSS 3.2 GiB)": this process's resident memory now, for the progress log (Linux)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f" (RSS {pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB)"
 
 
 def resolve_processor(processor: BitImageProcessor | None, image_size: int | None) -> BitImageProcessor:

@@ -62,7 +62,21 @@ def build_manifest(
             **converter.tool_versions(),
         },
         calibration=calibration,
+        conversion=conversion_record(spec),
     )
+
+
+def conversion_record(spec: ExportSpec) -> dict[str, Any]:
+    """Every export option that changes the artifact (with the source and calibration: enough to rebuild it)."""
+    return {
+        "input_size": list(spec.input_size),
+        "batch": spec.batch,
+        "raw_pixel_input": spec.raw_pixel_input,
+        "quantizer": spec.quantizer,
+        "onnx_group_norm": spec.onnx_group_norm,
+        "coreml_target": spec.coreml_target,
+        "tensor_input": spec.tensor_input,
+    }
 
 
 def file_metadata(model: BitPreTrainedModel, processor: BitImageProcessor) -> dict[str, str]:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import platform
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +130,7 @@ class CoreMLConverter(Converter):
                 mlmodel = _quantize_weights(mlmodel)
         _describe(mlmodel, spec, precision, labels)
         mlmodel.save(str(directory / PACKAGE))
+        make_deterministic(directory / PACKAGE)
         (directory / USAGE).write_text(usage_markdown(spec, precision, deployment.name))
         package = MLPackage(directory / PACKAGE)
         try:
@@ -213,6 +216,29 @@ class EmulatedRunner:
                 self.notes.append(note)
         logits: np.ndarray = execution.values[self.logits_name]
         return logits.reshape(len(pixels), -1).astype(np.float32)
+
+
+def make_deterministic(package: Path) -> None:
+    """Rewrite what keeps two saves of the same model from being byte-identical; the content is unchanged.
+
+    coremltools draws a fresh UUID per item of Manifest.json on every save (opaque keys: Core ML only needs
+    them unique; here they derive from the item paths), and serializes protobuf maps (op inputs and
+    attributes) in an order that varies between processes (re-serialized here in protobuf's deterministic
+    order). The conversion date in the model's metadata remains: byte-identical on the same day.
+    """
+    from coremltools.proto import Model_pb2
+
+    spec_path = MLPackage(package).model_path
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    path = package / "Manifest.json"
+    manifest = json.loads(path.read_text())
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"bitedge:{item['path']}"))
+               for old, item in manifest["itemInfoEntries"].items()}  # fmt: skip
+    manifest["itemInfoEntries"] = {renamed[old]: item for old, item in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
 
 
 def logits_variable(package: MLPackage) -> str:

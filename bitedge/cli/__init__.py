@@ -234,6 +234,17 @@ def _os_error_hint(exc: OSError) -> str:
     return "check the path and its permissions; nothing was left half-written"
 
 
+def _default_signals() -> None:
+    """In a process a runtime forks (OpenVINO's telemetry sender does): default handling, so it can be
+    terminated; with bitedge's handler (which ignores repeats) its parent would wait for it forever."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (_interrupt, signal.SIG_IGN):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_signals)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     interrupts.note_signal()
     # Native runtimes can re-deliver the signal; one unwinding is enough (a second would escape main()).
