@@ -85,10 +85,11 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     model = load_model(model_source, seed=options.seed)
     processor = resolve_processor(model.image_processor, options.image_size)
     images = scan_images(options.eval_images, model.config.labels)
-    log(f"folding (raw pixel input: {options.raw_pixel_input})")
-    deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
+    # the reference runs before folding, so its activations never sit on top of two weight copies
     log(f"running the float reference on {len(images.files)} evaluation images{_memory()}")
     reference = reference_outputs(model, images, processor)
+    log(f"folding (raw pixel input: {options.raw_pixel_input}){_memory()}")
+    deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
     release_weights(model)  # from here on the folded copy is the only one: two at most while converting
     spec = ExportSpec(
         processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
