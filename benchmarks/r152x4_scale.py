@@ -50,6 +50,9 @@ def run_target(target: str, precision: str, photos: Path, out: Path) -> dict[str
         return {"target": target, "precision": precision, "error": result.stderr[-2000:]}
     record = json.loads(lines[-1])
     row: dict[str, Any] = {"target": target, "precision": precision, **record}
+    # the pipeline's progress lines carry RSS and peak so far: which stage reached the peak
+    row["stages"] = [line.removeprefix("bitedge: ") for line in result.stderr.replace("\r", "\n").splitlines()
+                     if line.startswith("bitedge: ") and "GiB" in line]  # fmt: skip
     row["peak_rss_weight_copies"] = round(record["peak_rss_mib"] / WEIGHTS_MIB, 2)
     manifest_path = out / "bitedge.json"
     if manifest_path.is_file():
