@@ -117,8 +117,14 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
         interrupts.check()
         converter = get_converter(job.target)
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
+            job_spec = spec
+            if job is jobs[-1]:  # nothing after this artifact needs the folded weights: let the converter free them
+                if job.precision == Precision.INT8 and spec.simulated is not None and simulated is None:
+                    simulated = evaluate(torch_runner(spec.simulated), images, processor,
+                                         raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+                job_spec = replace(spec, release_source=lambda: _release(deploy, spec.simulated))
             log(f"converting to {job.target} {job.precision}{_memory()}")
-            converted = converter.convert(deploy, tmp, precision=job.precision, spec=spec)
+            converted = converter.convert(deploy, tmp, precision=job.precision, spec=job_spec)
             files = list(converted.files)
             calibration = None
             if job.precision == Precision.INT8 and table is not None:
@@ -134,9 +140,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
                 simulated = evaluate(torch_runner(spec.simulated), images, processor,
                                      raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
             if job is jobs[-1]:  # the folded weights are done with: the runtime's copy is the only one now
-                release_weights(deploy)
-                if spec.simulated is not None:
-                    release_weights(spec.simulated)
+                _release(deploy, spec.simulated)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images{_memory()}")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
@@ -199,6 +203,12 @@ def verify(
 def release_weights(model: nn.Module) -> None:
     """Free a model's weights once they are no longer needed; the module (config, source) stays."""
     model.to(torch.device("meta"))
+
+
+def _release(*models: nn.Module | None) -> None:
+    for model in models:
+        if model is not None:
+            release_weights(model)
 
 
 def _memory() -> str:

@@ -43,6 +43,13 @@ class ExportSpec:
     labels: tuple[str, ...] = ()  # class names, for runtimes with a classifier output (Core ML)
     coreml_target: str | None = None  # Core ML minimum deployment target, e.g. "iOS17"; None: the lowest possible
     tensor_input: bool = False  # Core ML: a plain multi-array input instead of an image
+    # Called by a converter as soon as its runtime holds its own copy of the weights: the pipeline frees the
+    # folded weights there when no later artifact needs them, so the two never pile up with the runtime's.
+    release_source: Callable[[], None] | None = None
+
+    def source_released(self) -> None:
+        if self.release_source is not None:
+            self.release_source()
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ class CoreMLConverter(Converter):
                 traced, inputs=inputs, classifier_config=ct.ClassifierConfig(labels), convert_to="mlprogram",
                 compute_precision=_compute_precision(precision), minimum_deployment_target=deployment,
             )  # fmt: skip
+            del traced  # it shares the deploy graph's weights
+            spec.source_released()  # coremltools holds the weights now
             if precision == Precision.W8:
                 mlmodel = _quantize_weights(mlmodel)
         _describe(mlmodel, spec, precision, labels)

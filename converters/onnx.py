@@ -49,6 +49,7 @@ class OnnxConverter(Converter):
             producer_version=__version__,
             external_data=directory / DATA_FILE,
         )
+        spec.source_released()  # the weights are in the data file or the protobuf now
         if int8:
             problems = lint_int8(model)
             if problems:

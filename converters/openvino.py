@@ -68,6 +68,7 @@ class OpenVinoConverter(Converter):
                                     external_data=Path(scratch) / "model.onnx.data")  # fmt: skip
             _save_onnx(onnx_model, onnx_path)
             model = ov.convert_model(str(onnx_path))
+        spec.source_released()  # OpenVINO holds the weights now; NNCF works on its copy
         if quantizer == "nncf":
             model = _nncf_quantize(model, spec)
         if spec.raw_pixel_input:

@@ -61,6 +61,7 @@ class TensorRTConverter(Converter):
             graph, input_size=spec.input_size, batch=spec.batch, fp16=not int8, metadata=spec.metadata,
             external_data=directory / DATA_FILE,
         )  # fmt: skip
+        spec.source_released()
         problems = lint_tensorrt(model, int8=int8, allowed_float=_excluded(graph) if int8 else set())
         if problems:
             raise ExportError("the bundle breaks TensorRT's rules: " + "; ".join(problems[:5]))
