@@ -211,7 +211,7 @@ class EmulatedRunner:
         return fixed_batch(self._run, self.batch)(pixels)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        execution = self.emulator.run({self.input_name: pixels})
+        execution = self.emulator.run({self.input_name: pixels}, keep={self.logits_name})
         for overflow in execution.overflows:
             note = f"fp16 overflow (inf/NaN from finite inputs) in {overflow}"
             if note not in self.notes:

@@ -37,7 +37,7 @@ class UnsupportedOpError(PackageError):
 
 @dataclass
 class Execution:
-    """Every variable's value after one run, the program's outputs and any fp16 overflows."""
+    """The variables kept after one run (all, or those asked for), the program's outputs, any fp16 overflows."""
 
     values: dict[str, Any]
     outputs: dict[str, Any]
@@ -58,8 +58,17 @@ class Emulator:
                 "it cannot verify this program (bitedge's converter never emits these ops)"
             )
         self.inputs = {arg.name: tensor_type(arg.type) for arg in package.function.inputs}
+        # the index of the last op that reads each variable: activations are dropped after it, so a run holds
+        # only the live ones (R152x4 at 480 px kept 14 GB of dead activations otherwise)
+        self.last_use: dict[str, int] = {}
+        for index, op in enumerate(package.block.operations):
+            for binding in op.inputs.values():
+                for arg in binding.arguments:
+                    if arg.WhichOneof("binding") == "name":
+                        self.last_use[arg.name] = index
 
-    def run(self, inputs: dict[str, np.ndarray]) -> Execution:
+    def run(self, inputs: dict[str, np.ndarray], *, keep: set[str] | None = None) -> Execution:
+        """Execute the program; ``keep`` names the variables to return besides the outputs (None: all)."""
         missing = set(self.inputs) - set(inputs)
         if missing:
             raise PackageError(f"the program needs inputs {sorted(missing)}")
@@ -70,7 +79,8 @@ class Emulator:
                 raise PackageError(f"input {name!r} has shape {value.shape}; the program takes {typ.shape}")
             values[name] = self._as_typed(value, typ.dtype)
         overflows: list[str] = []
-        for op in self.package.block.operations:
+        retained = None if keep is None else set(keep) | set(self.package.block.outputs) | set(self.constants)
+        for index, op in enumerate(self.package.block.operations):
             first = op.outputs[0].name
             if first in self.constants:
                 continue
@@ -84,6 +94,12 @@ class Emulator:
                 values[out.name] = self._as_typed(result, tensor_type(out.type).dtype)
             if _overflowed(args, values[first]):
                 overflows.append(f"{op.type} '{first}'")
+            if retained is not None:
+                dead = [arg.name for binding in op.inputs.values() for arg in binding.arguments
+                        if arg.WhichOneof("binding") == "name" and self.last_use.get(arg.name) == index]  # fmt: skip
+                for name in dead:
+                    if name not in retained:
+                        values.pop(name, None)
         outputs = {name: values[name] for name in self.package.block.outputs}
         return Execution(values, outputs, overflows)
 
