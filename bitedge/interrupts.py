@@ -62,11 +62,22 @@ def done(token: int) -> None:
         _aborts.pop(token, None)
 
 
+def end_children() -> None:
+    """Kill the processes runtimes forked through multiprocessing (OpenVINO's telemetry sender does, from a
+    worker thread; such a child can deadlock). Exiting without finalization would leave them orphaned,
+    holding the parent's stdout and stderr open."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+
+
 def _abort() -> None:
     with _lock:
         cleanups = list(_aborts.values())
     for cleanup in cleanups:
         cleanup()
+    end_children()
     print(f"bitedge: interrupted; a runtime did not stop within {GRACE_SECONDS:.0f} s, forced exit", file=sys.stderr)
     sys.stderr.flush()
     os._exit(130)

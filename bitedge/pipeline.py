@@ -112,16 +112,23 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             quantizer=options.quantizer,
         )
     results = []
-    simulated: Outputs | None = None  # the simulated int8 model's outputs, computed once when first needed
+    cache: dict[str, Outputs] = {}
+
+    def simulated_outputs(network: nn.Module) -> Outputs:
+        """The simulated int8 model on the evaluation images: computed once, shared by every int8 artifact."""
+        if "simulated" not in cache:
+            cache["simulated"] = evaluate(torch_runner(network), images, processor,
+                                          raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+        return cache["simulated"]
+
     for job in jobs:
         interrupts.check()
         converter = get_converter(job.target)
         with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
             job_spec = spec
             if job is jobs[-1]:  # nothing after this artifact needs the folded weights: let the converter free them
-                if job.precision == Precision.INT8 and spec.simulated is not None and simulated is None:
-                    simulated = evaluate(torch_runner(spec.simulated), images, processor,
-                                         raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+                if job.precision == Precision.INT8 and spec.simulated is not None:
+                    simulated_outputs(spec.simulated)  # while its weights still exist
                 job_spec = replace(spec, release_source=lambda: _release(deploy, spec.simulated))
             log(f"converting to {job.target} {job.precision}{_memory()}")
             converted = converter.convert(deploy, tmp, precision=job.precision, spec=job_spec)
@@ -136,16 +143,16 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
                 seed=options.seed, calibration=calibration,
             )  # fmt: skip
             manifest.hash_files(tmp)
-            if converted.simulated_reference and simulated is None and spec.simulated is not None:
-                simulated = evaluate(torch_runner(spec.simulated), images, processor,
-                                     raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+            simulated: Outputs | None = None
+            if converted.simulated_reference and spec.simulated is not None:
+                simulated = simulated_outputs(spec.simulated)
             if job is jobs[-1]:  # the folded weights are done with: the runtime's copy is the only one now
                 _release(deploy, spec.simulated)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images{_memory()}")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
                 reference, runner, images, processor, converter, manifest, notes=converted.notes,
-                simulated=simulated if converted.simulated_reference else None,
+                simulated=simulated,
                 extra_runners=converter.informational_runners(tmp, manifest),
             )  # fmt: skip
             record(tmp, manifest, report, images)

@@ -217,6 +217,7 @@ def run() -> None:
     if interrupts.received():
         # Cleanup already ran inside main. Skip interpreter finalization: a runtime's worker thread (NNCF's,
         # measured) can re-deliver the interrupt there, which would kill the process by SIGINT instead of 130.
+        interrupts.end_children()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
