@@ -16,15 +16,13 @@ the same photos. Core ML cannot run here, so no latency: the emulator measures n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
 
 from bitedge.bench import machine_info
 
@@ -121,17 +119,10 @@ def r50_row(target: str, precision: str, tmp: Path) -> dict[str, Any]:
     if not photos.exists():
         write_photos(photos)
     out = tmp / f"r50-{target}-{precision}"
-    code = (
-        "import json, resource, sys, time\n"
-        "from bitedge.cli import main\n"
-        "start = time.perf_counter()\n"
-        f"rc = main(['convert', '{R50}', '--target', '{target}', '--precision', '{precision}', '--out', r'{out}',"
-        f" '--eval', r'{photos}', '--calibration', r'{photos}', '--image-size', '224', '--threads', '2'])\n"
-        "print(json.dumps({'exit_code': rc, 'seconds': time.perf_counter() - start,"
-        " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    record = json.loads(result.stdout.strip().splitlines()[-1])
+    record = convert_in_fresh_process([
+        R50, "--target", target, "--precision", precision, "--out", str(out), "--eval", str(photos),
+        "--calibration", str(photos), "--image-size", "224", "--threads", "2",
+    ])  # fmt: skip
     manifest = json.loads((out / "bitedge.json").read_text())
     report = json.loads((out / "parity.json").read_text())
     vs_sim = [c["metrics"] for c in report["comparisons"] if c["name"].startswith("artifact vs simulated")]

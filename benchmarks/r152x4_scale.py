@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from coreml_precisions import write_photos
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
 
 from bitedge.bench import machine_info
 
@@ -35,24 +34,16 @@ IMAGES = 4  # evaluation and calibration photos: every forward pass at 480 px ta
 
 
 def run_target(target: str, precision: str, quantizer: str, photos: Path, out: Path) -> dict[str, Any]:
-    code = (
-        "import json, resource, time\n"
-        "from bitedge.cli import main\n"
-        "start = time.perf_counter()\n"
-        f"rc = main(['convert', '{MODEL}', '--target', '{target}', '--precision', '{precision}', '--out', r'{out}',"
-        f" '--eval', r'{photos}', '--calibration', r'{photos}', '--overwrite'"
-        f"{', ' + repr('--quantizer') + ', ' + repr(quantizer) if quantizer else ''}])\n"
-        "print(json.dumps({'exit_code': rc, 'seconds': time.perf_counter() - start,"
-        " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    lines = result.stdout.strip().splitlines()
-    if not lines or not lines[-1].startswith("{"):
-        return {"target": target, "precision": precision, "error": result.stderr[-2000:]}
-    record = json.loads(lines[-1])
+    args = [MODEL, "--target", target, "--precision", precision, "--out", str(out), "--eval", str(photos),
+            "--calibration", str(photos), "--overwrite"]  # fmt: skip
+    args += ["--quantizer", quantizer] if quantizer else []
+    record = convert_in_fresh_process(args)
+    stderr = record.pop("stderr")
     row: dict[str, Any] = {"target": target, "precision": precision, "quantizer": quantizer or "default", **record}
+    if "error" in record:
+        return row
     # the pipeline's progress lines carry RSS and peak so far: which stage reached the peak
-    row["stages"] = [line.removeprefix("bitedge: ") for line in result.stderr.replace("\r", "\n").splitlines()
+    row["stages"] = [line.removeprefix("bitedge: ") for line in stderr.replace("\r", "\n").splitlines()
                      if line.startswith("bitedge: ") and "GiB" in line]  # fmt: skip
     row["peak_rss_weight_copies"] = round(record["peak_rss_mib"] / WEIGHTS_MIB, 2)
     manifest_path = out / "bitedge.json"
@@ -64,7 +55,7 @@ def run_target(target: str, precision: str, quantizer: str, photos: Path, out: P
         row["top1_agreement"] = manifest["parity"]["top1_agreement"]
         row["cosine_mean"] = manifest["parity"]["cosine_mean"]
     else:
-        row["error"] = result.stderr[-2000:]
+        row["error"] = stderr[-2000:]
     return row
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +31,25 @@ def save_markdown(out: Path, name: str, lines: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+_FRESH_CONVERT = """
+import json, resource, sys, time
+from bitedge.cli import main
+start = time.perf_counter()
+code = main(["convert", *sys.argv[1:]])
+print(json.dumps({"exit_code": code, "seconds": time.perf_counter() - start,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def convert_in_fresh_process(args: list[str]) -> dict[str, Any]:
+    """``bitedge convert ARGS`` in its own process: exit code, seconds and that process's peak RSS (MiB).
+
+    Adds ``error`` (the end of stderr) when the process died before reporting, and ``stderr`` always.
+    """
+    result = subprocess.run([sys.executable, "-c", _FRESH_CONVERT, *args], capture_output=True, text=True, check=False)
+    lines = result.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        return {"error": result.stderr[-2000:], "stderr": result.stderr}
+    return {**json.loads(lines[-1]), "stderr": result.stderr}

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from results_io import RESULTS, save_json, save_markdown
+from results_io import RESULTS, convert_in_fresh_process, save_json, save_markdown
 
 from bitedge.bench import machine_info
 from bitedge.loading import DEMO_EVAL
@@ -38,17 +36,11 @@ def image_folder(root: Path, count: int) -> Path:
 
 
 def run(folder: Path, precision: str, out: Path) -> dict[str, Any]:
-    code = (
-        "import json, resource, time\n"
-        "from bitedge.cli import main\n"
-        "start = time.perf_counter()\n"
-        f"rc = main(['convert', '--target', 'onnx', '--precision', '{precision}', '--out', r'{out}',"
-        f" '--eval', r'{folder}', '--calibration', r'{folder}'])\n"
-        "print(json.dumps({'exit_code': rc, 'seconds': time.perf_counter() - start,"
-        " 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    record = json.loads(result.stdout.strip().splitlines()[-1])
+    args = ["--target", "onnx", "--precision", precision, "--out", str(out), "--eval", str(folder)]
+    record = convert_in_fresh_process([*args, "--calibration", str(folder)])
+    if "error" in record:
+        raise RuntimeError(record["error"])
+    record.pop("stderr")
     manifest = json.loads((out / "bitedge.json").read_text())
     return {**record, "images": manifest["parity"]["eval"]["images"], "status": manifest["status"],
             "accuracy": manifest["parity"]["artifact_accuracy"]}  # fmt: skip
