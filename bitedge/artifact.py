@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bitedge import interrupts
-from bitedge.checkpoints.io import sha256_file
 from bitedge.errors import BadInputError
+from bitedge.hashing import sha256_file
 
 MANIFEST_NAME = "bitedge.json"
 FORMAT_VERSION = 1

@@ -14,7 +14,6 @@ can turn that exception into a ``RuntimeError`` (OpenVINO's pybind11 layer), dro
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable
 
@@ -24,12 +23,15 @@ _aborts: dict[int, Callable[[], None]] = {}
 _lock = threading.Lock()
 
 
-def note_signal() -> None:
-    """Record that the user (or a supervisor) asked the process to stop; start the watchdog once."""
+def note_signal(*, on_forced_exit: Callable[[str], None] = lambda _: None) -> None:
+    """Record that the user (or a supervisor) asked the process to stop; start the watchdog once.
+
+    ``on_forced_exit`` is told why, should the watchdog have to end the process.
+    """
     if _received.is_set():
         return
     _received.set()
-    watchdog = threading.Timer(GRACE_SECONDS, _abort)
+    watchdog = threading.Timer(GRACE_SECONDS, _abort, args=(on_forced_exit,))
     watchdog.daemon = True
     watchdog.start()
 
@@ -72,12 +74,11 @@ def end_children() -> None:
         child.kill()
 
 
-def _abort() -> None:
+def _abort(on_forced_exit: Callable[[str], None]) -> None:
     with _lock:
         cleanups = list(_aborts.values())
     for cleanup in cleanups:
         cleanup()
     end_children()
-    print(f"bitedge: interrupted; a runtime did not stop within {GRACE_SECONDS:.0f} s, forced exit", file=sys.stderr)
-    sys.stderr.flush()
+    on_forced_exit(f"interrupted; a runtime did not stop within {GRACE_SECONDS:.0f} s, forced exit")
     os._exit(130)

@@ -26,11 +26,11 @@ from bitedge.checkpoints.io import (
     read_npz,
     read_pickle,
     read_safetensors,
-    sha256_file,
 )
 from bitedge.checkpoints.keymaps import looks_like_timm, npz_to_transformers, timm_to_transformers
 from bitedge.config import BitConfig
 from bitedge.errors import CheckpointError
+from bitedge.hashing import sha256_file
 from bitedge.image_processor import PROCESSOR_NAME, BitImageProcessor
 from bitedge.modeling import MODEL_CLASSES, BitForImageClassification, BitModel, BitPreTrainedModel
 from bitedge.presets import PRESETS

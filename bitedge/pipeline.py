@@ -129,7 +129,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             if job is jobs[-1]:  # nothing after this artifact needs the folded weights: let the converter free them
                 if job.precision == Precision.INT8 and spec.simulated is not None:
                     simulated_outputs(spec.simulated)  # while its weights still exist
-                job_spec = replace(spec, release_source=lambda: _release(deploy, spec.simulated))
+                job_spec = replace(spec, release_source=lambda: release_weights(deploy, spec.simulated))
             log(f"converting to {job.target} {job.precision}{_memory()}")
             converted = converter.convert(deploy, tmp, precision=job.precision, spec=job_spec)
             files = list(converted.files)
@@ -147,7 +147,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             if converted.simulated_reference and spec.simulated is not None:
                 simulated = simulated_outputs(spec.simulated)
             if job is jobs[-1]:  # the folded weights are done with: the runtime's copy is the only one now
-                _release(deploy, spec.simulated)
+                release_weights(deploy, spec.simulated)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images{_memory()}")
             runner = converter.load_runner(tmp, manifest, threads=options.threads)
             report = run_parity(
@@ -207,15 +207,11 @@ def verify(
     return Result(directory, manifest, report)
 
 
-def release_weights(model: nn.Module) -> None:
-    """Free a model's weights once they are no longer needed; the module (config, source) stays."""
-    model.to(torch.device("meta"))
-
-
-def _release(*models: nn.Module | None) -> None:
+def release_weights(*models: nn.Module | None) -> None:
+    """Free models' weights once they are no longer needed; the modules (config, source) stay."""
     for model in models:
         if model is not None:
-            release_weights(model)
+            model.to(torch.device("meta"))
 
 
 def _memory() -> str:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from bitedge.checkpoints.io import sha256_file
 from bitedge.data import IMAGE_SUFFIXES
 from bitedge.errors import BadInputError, CalibrationError, ImageError
+from bitedge.hashing import sha256_file
 from bitedge.image_processor import BitImageProcessor, error_at, to_rgb_array
 
 ARRAY_KEY = "pixel_values"  # the array inside an .npz; an .npz with a single array may use any name

@@ -108,6 +108,7 @@ class CoreMLConverter(Converter):
     def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
         import coremltools as ct
 
+        self.validate(precision, spec)  # the pipeline checked before any work; a direct caller may not have
         deployment = deployment_target(spec.coreml_target, precision)
         graph, scale, bias = self._graph_and_normalization(deploy, precision, spec)
         batch, (height, width) = spec.batch or 1, spec.input_size
@@ -132,10 +133,10 @@ class CoreMLConverter(Converter):
                 mlmodel = _quantize_weights(mlmodel)
         _describe(mlmodel, spec, precision, labels)
         mlmodel.save(str(directory / PACKAGE))
-        make_deterministic(directory / PACKAGE)
         (directory / USAGE).write_text(usage_markdown(spec, precision, deployment.name))
         package = MLPackage(directory / PACKAGE)
         try:
+            make_deterministic(package)
             check = check_package(package, labels=labels)
             files = [*package.files(), USAGE]
         finally:
@@ -167,7 +168,6 @@ class CoreMLConverter(Converter):
         std = list(processor.image_std) if processor.do_normalize else [1.0] * 3
         if not _per_channel_std(spec):  # one scale for all channels: exact in the image type itself
             return graph, rescale / std[0], [-m / std[0] for m in mean]
-        self.validate(precision, spec)
         if not isinstance(graph, DeployModel):
             raise ConfigError("per-channel std folding needs bitedge's deploy graph")
         return scale_stem_input(graph, [1.0 / s for s in std]), rescale, [-m for m in mean]
@@ -220,7 +220,7 @@ class EmulatedRunner:
         return logits.reshape(len(pixels), -1).astype(np.float32)
 
 
-def make_deterministic(package: Path) -> None:
+def make_deterministic(package: MLPackage) -> None:
     """Rewrite what keeps two saves of the same model from being byte-identical; the content is unchanged.
 
     coremltools draws a fresh UUID per item of Manifest.json on every save (opaque keys: Core ML only needs
@@ -228,13 +228,8 @@ def make_deterministic(package: Path) -> None:
     attributes) in an order that varies between processes (re-serialized here in protobuf's deterministic
     order). The conversion date in the model's metadata remains: byte-identical on the same day.
     """
-    from coremltools.proto import Model_pb2
-
-    spec_path = MLPackage(package).model_path
-    spec = Model_pb2.Model()
-    spec.ParseFromString(spec_path.read_bytes())
-    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
-    path = package / "Manifest.json"
+    package.model_path.write_bytes(package.spec.SerializeToString(deterministic=True))
+    path = package.root / "Manifest.json"
     manifest = json.loads(path.read_text())
     renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"bitedge:{item['path']}"))
                for old, item in manifest["itemInfoEntries"].items()}  # fmt: skip

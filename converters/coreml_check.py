@@ -50,8 +50,6 @@ def check_package(package: MLPackage, *, labels: list[str]) -> PackageCheck:
             problems.append(f"feature {feature.name!r} has no description")
     if not description.metadata.shortDescription:
         problems.append("the model has no description")
-    if spec.WhichOneof("Type") != "mlProgram":
-        problems.append("not an ML program")
     stored = _class_labels(package)
     if stored != labels:
         problems.append(f"classifier labels {stored[:5]}… differ from the model's {labels[:5]}…")

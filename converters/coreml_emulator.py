@@ -51,7 +51,7 @@ class Emulator:
         self.package = package
         self.fp16 = fp16
         self.constants: dict[str, Any] = {}  # const and constexpr outputs, decoded once
-        unknown = sorted({op.type for op in package.block.operations} - set(OPS) - {"const"})
+        unknown = sorted({op.type for op in package.block.operations} - SUPPORTED_OPS)
         if unknown:
             raise UnsupportedOpError(
                 f"{package.root}: the emulator does not implement {', '.join(unknown)}; "
@@ -84,7 +84,7 @@ class Emulator:
             first = op.outputs[0].name
             if first in self.constants:
                 continue
-            if op.type == "const" or op.type.startswith("constexpr_"):
+            if op.type == "const" or op.type in CONSTEXPR:
                 self._evaluate_constant(op, values)
                 continue
             args = {key: self._argument(binding, values) for key, binding in op.inputs.items()}
@@ -330,10 +330,9 @@ OPS: dict[str, Callable[[Args], Any]] = {
 
 
 def _affine_dequantize(a: Args) -> Any:  # numpy array
-    q = a["quantized_data"]
-    scale = _along(a["scale"], a.get("axis"), q.ndim).astype(np.float32)
-    zero = _along(a["zero_point"], a.get("axis"), q.ndim).astype(np.float32)
-    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+    """iOS16's int8 weight constant: ``dequantize`` of its attributes."""
+    return _dequantize({"input": a["quantized_data"], "scale": a["scale"], "zero_point": a["zero_point"],
+                        "axis": a.get("axis")})  # fmt: skip
 
 
 def _blockwise_shift_scale(a: Args) -> Any:  # numpy array
@@ -355,5 +354,5 @@ CONSTEXPR: dict[str, Callable[[Args], np.ndarray]] = {
     "constexpr_affine_dequantize": _affine_dequantize,
     "constexpr_blockwise_shift_scale": _blockwise_shift_scale,
 }
-OPS.update({name: lambda a: None for name in CONSTEXPR})  # evaluated once, as constants (see Emulator.run)
-SUPPORTED_OPS = frozenset(OPS) | {"const"}
+# constants are decoded once per emulator (Emulator._evaluate_constant), ops run on every call
+SUPPORTED_OPS = frozenset(OPS) | frozenset(CONSTEXPR) | {"const"}

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from bitedge.checkpoints.io import sha256_file
 from bitedge.cli import main
+from bitedge.hashing import sha256_file
 
 
 def _image_corpus(folder: Path) -> dict[str, bool]:

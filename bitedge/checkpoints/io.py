@@ -6,7 +6,6 @@ tries to run code or holds arbitrary objects is refused. ``.npz`` loads with ``a
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -21,15 +20,6 @@ StateDict = dict[str, Tensor]
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 # Wrappers training scripts put around a state dict ({"state_dict": {...}}, timm's "model", ...).
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks (checkpoints can be several GB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_safetensors(path: Path) -> StateDict:

@@ -190,20 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return _interrupted()
-    except BitEdgeError as exc:
-        if interrupts.received():
+    except Exception as exc:
+        if interrupts.received():  # whatever a runtime made of the interrupt (OpenVINO: a RuntimeError)
             return _interrupted()
-        print(f"bitedge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # the machine, not the input: a full disk, a vanished directory, a file-size limit
-        if interrupts.received():
-            return _interrupted()
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
-        return 1
-    except Exception:
-        if interrupts.received():  # e.g. OpenVINO re-raising the KeyboardInterrupt as a RuntimeError
-            return _interrupted()
+        if isinstance(exc, BitEdgeError):
+            print(f"bitedge: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, OSError):  # the machine, not the input: a full disk, a file-size limit, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
+            return 1
         raise
     finally:
         if not interrupts.received():  # after a signal, stay deaf to repeats until the process has exited
@@ -247,7 +243,7 @@ os.register_at_fork(after_in_child=_default_signals)
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    interrupts.note_signal()
+    interrupts.note_signal(on_forced_exit=lambda message: print(f"bitedge: {message}", file=sys.stderr))
     # Native runtimes can re-deliver the signal; one unwinding is enough (a second would escape main()).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
