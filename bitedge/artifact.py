@@ -80,12 +80,23 @@ class Manifest:
         return manifest
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON through a temp file and ``os.replace``, so readers never see half a file."""
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Write through a temp file and ``os.replace``: readers (and an interrupted run) never leave half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """``write_atomic`` of indented JSON."""
+    return write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def check_destination(final: Path, *, overwrite: bool) -> None:

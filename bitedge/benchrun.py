@@ -8,7 +8,7 @@ expects. Targets are timed interleaved; ratios are medians of per-round pairs ag
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bitedge import __version__
+from bitedge.artifact import write_atomic, write_json_atomic
 from bitedge.bench import LatencyStats, Protocol, machine_info, measure_interleaved, paired_ratio, peak_rss_mb
 from bitedge.errors import BadInputError
 from bitedge.predict import Classifier, open_classifier
@@ -98,8 +99,8 @@ def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
             for r in results
         ],
     }  # fmt: skip
-    (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / "bench.md").write_text(f"# bitedge bench\n\n```\n{table(results)}\n```\n\nMachine: {data['machine']}\n")
+    write_json_atomic(out / "bench.json", data)
+    write_atomic(out / "bench.md", f"# bitedge bench\n\n```\n{table(results)}\n```\n\nMachine: {data['machine']}\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,4 +121,7 @@ def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
         axes[1].set_ylabel("median latency ms")
         axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "bench.png", dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(out / "bench.png", png.getvalue())

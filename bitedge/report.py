@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bitedge import __version__
-from bitedge.artifact import MANIFEST_NAME, Manifest
+from bitedge.artifact import MANIFEST_NAME, Manifest, write_atomic
 from bitedge.errors import BadInputError
 from bitedge.gate import ARTIFACT_VS_SIMULATED, OUTPUTS_FILE
 
@@ -74,8 +74,8 @@ def build_report(root: Path) -> tuple[Path, Path]:
     entries = load_entries(root)
     rows = [_row(e) for e in entries]
     html_path, md_path = root / "report.html", root / "report.md"
-    html_path.write_text(_html(entries, rows), encoding="utf-8")
-    md_path.write_text(_markdown(entries, rows), encoding="utf-8")
+    write_atomic(html_path, _html(entries, rows))
+    write_atomic(md_path, _markdown(entries, rows))
     return html_path, md_path
 
 

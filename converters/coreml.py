@@ -30,6 +30,7 @@ import contextlib
 import io
 import json
 import platform
+import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -129,10 +130,14 @@ class CoreMLConverter(Converter):
             )  # fmt: skip
             del traced  # it shares the deploy graph's weights
             spec.source_released()  # coremltools holds the weights now
-            if precision == Precision.W8:
-                mlmodel = _quantize_weights(mlmodel)
-        _describe(mlmodel, spec, precision, labels)
-        mlmodel.save(str(directory / PACKAGE))
+            try:
+                if precision == Precision.W8:
+                    unquantized, mlmodel = mlmodel, _quantize_weights(mlmodel)
+                    _remove_temp_package(unquantized)
+                _describe(mlmodel, spec, precision, labels)
+                mlmodel.save(str(directory / PACKAGE))
+            finally:
+                _remove_temp_package(mlmodel)
         (directory / USAGE).write_text(usage_markdown(spec, precision, deployment.name))
         package = MLPackage(directory / PACKAGE)
         try:
@@ -284,6 +289,13 @@ def _runs_in_fp16(op: Any) -> bool:
         return False
     producers = [getattr(getattr(var, "op", None), "op_type", None) for var in op.inputs.values()]
     return not (op.op_type == "add" and "reduce_mean" in producers)
+
+
+def _remove_temp_package(mlmodel: Any) -> None:
+    """Delete the copy coremltools keeps in the temp directory. It would only go at interpreter exit, which
+    the ``bitedge`` command skips (see ``cli.run``), and a long-lived process would pile them up."""
+    if getattr(mlmodel, "is_temp_package", False):
+        shutil.rmtree(mlmodel.package_path, ignore_errors=True)
 
 
 def _quantize_weights(mlmodel: Any) -> Any:

@@ -27,6 +27,8 @@ from bitedge.cli.commands import (
     run_verify,
 )
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -175,15 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Run the CLI; returns the process exit code.
+
+    ``restore_signals=False`` (the ``bitedge`` process) keeps bitedge's handler after the run: a signal then
+    is only recorded, so it cannot land in interpreter teardown, where it crashed OpenVINO's and torch's
+    threads (SIGSEGV, measured) or killed the process by the signal.
+    """
     args = build_parser().parse_args(argv)
     from bitedge.errors import BitEdgeError
 
     # Ctrl-C and SIGTERM (a kill, a CI timeout) unwind the same way: temp directories are removed, nothing
     # half-written; the signal is also recorded, in case a native runtime swallows or rewraps the exception.
     interrupts.reset()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     try:
         code = int(args.handler(args))
         interrupts.check()
@@ -202,22 +209,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     finally:
-        if not interrupts.received():  # after a signal, stay deaf to repeats until the process has exited
+        interrupts.finish()  # from here on a signal is recorded, never raised
+        if restore_signals and not interrupts.received():  # after a signal, stay deaf to repeats
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
 def run() -> None:
-    """The ``bitedge`` command: ``main`` with the process exit that an interrupted run needs."""
-    code = main()
-    if interrupts.received():
-        # Cleanup already ran inside main. Skip interpreter finalization: a runtime's worker thread (NNCF's,
-        # measured) can re-deliver the interrupt there, which would kill the process by SIGINT instead of 130.
-        interrupts.end_children()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    """The ``bitedge`` command: ``main``, then an exit that no signal or runtime teardown can derail.
+
+    Interpreter finalization is skipped: cleanup already ran inside ``main``, and runtimes' worker threads
+    (NNCF's, OpenVINO's) can re-deliver a signal or crash there. Forked runtime helpers are ended instead of
+    joined. A signal that arrives after the work is done still makes the exit 130: the user asked to stop.
+    Signals reach only the main thread (``interrupts.route_to_main``).
+    """
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    interrupts.route_to_main(_STOP_SIGNALS, on_forced_exit=_say)
+    try:
+        code = main(restore_signals=False)
+    except KeyboardInterrupt:  # a signal before main's try block began, or as it ended
+        code = 130
+    if interrupts.received() and code != 130:
+        code = _interrupted()
+    interrupts.end_children()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _interrupted() -> int:
@@ -234,18 +252,25 @@ def _os_error_hint(exc: OSError) -> str:
 def _default_signals() -> None:
     """In a process a runtime forks (OpenVINO's telemetry sender does): default handling, so it can be
     terminated; with bitedge's handler (which ignores repeats) its parent would wait for it forever."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         if signal.getsignal(sig) in (_interrupt, signal.SIG_IGN):
             signal.signal(sig, signal.SIG_DFL)
+    interrupts.unblock(_STOP_SIGNALS)
 
 
 os.register_at_fork(after_in_child=_default_signals)
 
 
+def _say(message: str) -> None:
+    print(f"bitedge: {message}", file=sys.stderr)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    interrupts.note_signal(on_forced_exit=lambda message: print(f"bitedge: {message}", file=sys.stderr))
+    interrupts.note_signal(on_forced_exit=_say)
+    if interrupts.finished():  # the run is over: nothing left to unwind, run() exits with 130
+        return
     # Native runtimes can re-deliver the signal; one unwinding is enough (a second would escape main()).
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 

@@ -129,6 +129,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if root is not None:
         from bitedge.report import build_report
 
+        _log(f"writing the report in {root}")
         html_path, _ = build_report(root)
         print(f"report: {html_path}")
     return 0 if all(r.report.passed for r in results) else 1
