@@ -4,6 +4,15 @@ Warm-up: at least 10 runs and 1 s per candidate. Then timed runs, *interleaved* 
 (A B A B ...) so that machine drift hits all of them alike, until every candidate has at least 50 runs and
 3 s. Reported: median, p90, p99, mean, min (ms), throughput (images/s at the median) and the process's peak
 RSS, with batch size and thread count explicit. Speed claims live in benchmarks/, never in unit tests.
+
+Interleaving is by rounds: in each, every candidate first runs untimed for ``settle_seconds`` (20 ms, at
+least once), then is timed call by call for as long again (at least one call). Runtimes keep their worker
+threads spinning for a while after a call (PyTorch's OpenMP pool does), and on a 2-core machine those
+threads took the cores from whichever candidate ran next; the untimed runs let them go idle while keeping
+the candidate's own threads awake (a plain pause would not: after idling, waking a runtime's threads
+dominated small models). Each sample is thus a steady-state, back-to-back latency, as for a candidate
+timed alone, while rounds still spread machine drift over all. benchmarks/interleaving.py measures these
+schemes side by side. Ratios between candidates are medians over rounds of per-round median ratios.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ class Protocol:
     warmup_seconds: float = 1.0
     min_runs: int = 50
     min_seconds: float = 3.0
+    settle_seconds: float = 0.02  # per round: this long untimed, then this long timed (0: one timed call)
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class LatencyStats:
     min_ms: float
     throughput: float  # images per second at the median latency
     samples_ms: list[float]
+    rounds: list[int]  # the interleaving round of each sample
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,29 +64,62 @@ def measure_interleaved(
     protocol: Protocol = Protocol(),
 ) -> dict[str, LatencyStats]:
     """Time each zero-argument callable under the protocol, interleaved; returns stats by name."""
+    warm_up(candidates, protocol)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    rounds: dict[str, list[int]] = {name: [] for name in candidates}
+    settle = protocol.settle_seconds if len(candidates) > 1 else 0.0
+    round_index = 0
+    while any(
+        len(s) < protocol.min_runs or sum(s) < protocol.min_seconds * 1e3 for s in samples.values()
+    ):  # fmt: skip
+        for name, run in candidates.items():
+            if settle:  # another candidate's threads may still spin: run this one untimed meanwhile
+                _run_for(run, settle)
+            timed_until = time.perf_counter() + settle
+            while True:
+                start = time.perf_counter()
+                run()
+                end = time.perf_counter()
+                samples[name].append((end - start) * 1e3)
+                rounds[name].append(round_index)
+                if end >= timed_until:
+                    break
+        round_index += 1
+    return {name: _stats(name, s, rounds[name], batch, threads) for name, s in samples.items()}
+
+
+def _run_for(run: Callable[[], object], seconds: float) -> None:
+    """Call ``run`` untimed until ``seconds`` have passed (at least once)."""
+    until = time.perf_counter() + seconds
+    while True:
+        run()
+        if time.perf_counter() >= until:
+            return
+
+
+def warm_up(candidates: dict[str, Callable[[], object]], protocol: Protocol) -> None:
+    """The protocol's warm-up: each candidate in turn, for its minimum runs and seconds."""
     for run in candidates.values():
         start, count = time.perf_counter(), 0
         while count < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_seconds:
             run()
             count += 1
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    while any(
-        len(s) < protocol.min_runs or sum(s) < protocol.min_seconds * 1e3 for s in samples.values()
-    ):  # fmt: skip
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: _stats(name, s, batch, threads) for name, s in samples.items()}
 
 
 def paired_ratio(numerator: LatencyStats, denominator: LatencyStats) -> float:
-    """Median over rounds of ``numerator / denominator`` for samples taken in the same interleaved round."""
-    pairs = zip(numerator.samples_ms, denominator.samples_ms, strict=False)
-    return float(np.median([a / b for a, b in pairs]))
+    """Median over rounds of ``numerator / denominator``, each the round's median: samples taken together."""
+
+    def per_round(stats: LatencyStats) -> dict[int, float]:
+        by_round: dict[int, list[float]] = {}
+        for sample, index in zip(stats.samples_ms, stats.rounds, strict=True):
+            by_round.setdefault(index, []).append(sample)
+        return {index: float(np.median(values)) for index, values in by_round.items()}
+
+    top, bottom = per_round(numerator), per_round(denominator)
+    return float(np.median([top[r] / bottom[r] for r in top if r in bottom]))
 
 
-def _stats(name: str, samples: list[float], batch: int, threads: int | None) -> LatencyStats:
+def _stats(name: str, samples: list[float], rounds: list[int], batch: int, threads: int | None) -> LatencyStats:
     array = np.asarray(samples)
     median = float(np.median(array))
     return LatencyStats(
@@ -90,12 +134,48 @@ def _stats(name: str, samples: list[float], batch: int, threads: int | None) -> 
         min_ms=float(array.min()),
         throughput=batch / (median / 1e3),
         samples_ms=list(samples),
+        rounds=list(rounds),
     )
+
+
+_earlier_peak_mb = 0.0  # the process's peak before the last reset_peak_rss
 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return max(_earlier_peak_mb, peak / 2**20 if platform.system() == "Darwin" else peak / 1024)
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (0 where /proc is missing: macOS)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak for ``peak_rss_since_reset_mb`` (Linux >= 4.0: clear_refs 5); False where it cannot.
+    ``peak_rss_mb`` still reports the whole process's peak."""
+    global _earlier_peak_mb
+    _earlier_peak_mb = peak_rss_mb()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset_mb() -> float:
+    """VmHWM: the peak resident set size since the last ``reset_peak_rss`` (Linux), in MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
 
 
 def machine_info() -> dict[str, Any]:

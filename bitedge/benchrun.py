@@ -18,7 +18,17 @@ import numpy as np
 
 from bitedge import __version__
 from bitedge.artifact import write_atomic, write_json_atomic
-from bitedge.bench import LatencyStats, Protocol, machine_info, measure_interleaved, paired_ratio, peak_rss_mb
+from bitedge.bench import (
+    LatencyStats,
+    Protocol,
+    current_rss_mb,
+    machine_info,
+    measure_interleaved,
+    paired_ratio,
+    peak_rss_mb,
+    peak_rss_since_reset_mb,
+    reset_peak_rss,
+)
 from bitedge.errors import BadInputError
 from bitedge.predict import Classifier, open_classifier
 
@@ -27,6 +37,7 @@ from bitedge.predict import Classifier, open_classifier
 class BenchTarget:
     name: str
     classifier: Classifier
+    rss_added_mb: float | None = None  # peak memory that loading it and one call added to the process
 
     def call(self, pixels: np.ndarray) -> Callable[[], object]:
         """The zero-argument call that is timed: one batch through the target."""
@@ -47,8 +58,15 @@ class BenchTarget:
 
 
 def open_target(spec: str, *, threads: int | None) -> BenchTarget:
-    """An artifact directory (configured as deployed) or a model (the float reference, eager)."""
-    return BenchTarget(spec, open_classifier(spec, threads=threads, for_bench=True))
+    """An artifact directory (configured as deployed) or a model (the float reference, eager), with the
+    memory it costs: the process's peak RSS while it loads and runs once, over the RSS before (targets are
+    opened one after another, so each is charged only for itself). Unknown where /proc is missing."""
+    before, resettable = current_rss_mb(), reset_peak_rss()
+    target = BenchTarget(spec, open_classifier(spec, threads=threads, for_bench=True))
+    target.call(target.inputs(target.classifier.fixed_batch or 1))()
+    if before:
+        target.rss_added_mb = (peak_rss_since_reset_mb() if resettable else current_rss_mb()) - before
+    return target
 
 
 @dataclass
@@ -68,17 +86,20 @@ def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol
         stats = measure_interleaved(calls, batch=batch, threads=threads, protocol=protocol)
         first = stats[targets[0].name]
         ratios = {name: paired_ratio(s, first) for name, s in stats.items()}
-        results.append(BenchResult(batch, threads, stats, ratios, {t.name: t.classifier.info for t in targets}))
+        info = {t.name: {**t.classifier.info, "rss_added_mb": t.rss_added_mb} for t in targets}
+        results.append(BenchResult(batch, threads, stats, ratios, info))
     return results
 
 
 def table(results: list[BenchResult]) -> str:
-    rows = [("target", "batch", "median ms", "p90 ms", "p99 ms", "mean ms", "min ms", "img/s", "× first")]
+    rows = [("target", "batch", "median ms", "p90 ms", "p99 ms", "mean ms", "min ms", "img/s", "× first", "+RSS MiB")]
     for r in results:
         for name, s in r.stats.items():
+            memory = r.info[name].get("rss_added_mb")
             rows.append(
                 (name, str(r.batch), f"{s.median_ms:.2f}", f"{s.p90_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.mean_ms:.2f}",
-                 f"{s.min_ms:.2f}", f"{s.throughput:.1f}", f"{r.ratios[name]:.3f}")
+                 f"{s.min_ms:.2f}", f"{s.throughput:.1f}", f"{r.ratios[name]:.3f}",
+                 "-" if memory is None else f"{memory:.0f}")
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)

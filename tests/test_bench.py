@@ -6,15 +6,25 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bitedge.bench import Protocol, measure_interleaved, paired_ratio
+from bitedge.bench import (  # _stats: LatencyStats from chosen samples
+    Protocol,
+    _stats,
+    current_rss_mb,
+    measure_interleaved,
+    paired_ratio,
+    peak_rss_mb,
+    peak_rss_since_reset_mb,
+    reset_peak_rss,
+)
 from bitedge.cli import main
 
-FAST = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=5, min_seconds=0.0)
+FAST = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=5, min_seconds=0.0, settle_seconds=0.0)
 
 
 def test_statistics_and_interleaving() -> None:
@@ -41,6 +51,51 @@ def test_statistics_and_interleaving() -> None:
     assert paired_ratio(stats["a"], stats["a"]) == 1.0
 
 
+def test_rounds_settle_each_candidate_before_timing_it() -> None:
+    """Another candidate's threads may still spin: per round, a candidate runs untimed, then is timed."""
+    calls: list[tuple[str, float]] = []
+
+    def candidate(name: str) -> Callable[[], None]:
+        def call() -> None:
+            calls.append((name, time.perf_counter()))
+            time.sleep(0.001)
+
+        return call
+
+    protocol = Protocol(warmup_runs=1, warmup_seconds=0.0, min_runs=3, min_seconds=0.0, settle_seconds=0.01)
+    stats = measure_interleaved({"a": candidate("a"), "b": candidate("b")}, batch=1, threads=None, protocol=protocol)
+    timed = calls[2:]  # after one warm-up run each
+    switches = [i for i in range(1, len(timed)) if timed[i][0] != timed[i - 1][0]]
+    blocks = [timed[start:end] for start, end in zip([0, *switches], [*switches, len(timed)], strict=True)]
+    rounds = stats["a"].rounds[-1] + 1
+    assert len(blocks) == 2 * rounds and [b[0][0] for b in blocks] == ["a", "b"] * rounds
+    for block, name in zip(blocks, ["a", "b"] * rounds, strict=True):
+        timed_in_block = stats[name].rounds.count(blocks.index(block) // 2)
+        untimed = len(block) - timed_in_block
+        assert untimed >= 1 and timed_in_block >= 1  # settled, then timed
+        assert block[untimed][1] - block[0][1] >= 0.01  # the untimed runs lasted settle_seconds
+    assert stats["a"].runs == len(stats["a"].samples_ms) == len(stats["a"].rounds) >= 3
+
+
+def test_paired_ratio_pairs_samples_of_the_same_round() -> None:
+    a = _stats("a", [1.0, 1.0, 3.0], [0, 0, 1], 1, None)
+    b = _stats("b", [2.0, 2.0, 2.0], [0, 1, 1], 1, None)
+    assert paired_ratio(a, b) == pytest.approx(1.0)  # rounds: 1/2 and 3/2
+    assert paired_ratio(b, a) == pytest.approx((2 + 2 / 3) / 2)
+
+
+def test_peak_memory_since_a_reset() -> None:
+    before = peak_rss_mb()
+    assert reset_peak_rss()
+    start = current_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    grown = peak_rss_since_reset_mb()
+    del block
+    assert grown - start >= 60
+    assert peak_rss_mb() >= max(before, grown) - 1  # the process's peak survives resets
+    assert reset_peak_rss() and peak_rss_since_reset_mb() < grown - 60  # the block is gone: a new, lower peak
+
+
 def test_protocol_honours_minimum_duration() -> None:
     stats = measure_interleaved({"x": lambda: time.sleep(0.001)}, batch=1, threads=None,
                                 protocol=Protocol(0, 0.0, 3, 0.05))  # fmt: skip
@@ -62,6 +117,8 @@ def test_bench_cli_artifact_vs_float_model(tmp_path: Path, capsys: pytest.Captur
     assert run["ratios_vs_first"][str(artifact)] == 1.0
     assert len(run["stats"]["bitedge/demo"]["samples_ms"]) >= 5
     assert data["targets"][str(artifact)]["runtime"].startswith("onnxruntime")
+    assert all(isinstance(t["rss_added_mb"], float) for t in data["targets"].values())  # measured on Linux
+    assert "+RSS MiB" in printed
     assert data["machine"]["cores"] and (out / "bench.png").stat().st_size > 0 and (out / "bench.md").is_file()
 
 
