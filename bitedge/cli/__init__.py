@@ -181,8 +181,7 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
     """Run the CLI; returns the process exit code.
 
     ``restore_signals=False`` (the ``bitedge`` process) keeps bitedge's handler after the run: a signal then
-    is only recorded, so it cannot land in interpreter teardown, where it crashed OpenVINO's and torch's
-    threads (SIGSEGV, measured) or killed the process by the signal.
+    is only recorded (the work is over), and ``run`` exits 130 without interpreter teardown.
     """
     args = build_parser().parse_args(argv)
     from bitedge.errors import BitEdgeError
@@ -218,10 +217,10 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
 def run() -> None:
     """The ``bitedge`` command: ``main``, then an exit that no signal or runtime teardown can derail.
 
-    Interpreter finalization is skipped: cleanup already ran inside ``main``, and runtimes' worker threads
-    (NNCF's, OpenVINO's) can re-deliver a signal or crash there. Forked runtime helpers are ended instead of
-    joined. A signal that arrives after the work is done still makes the exit 130: the user asked to stop.
-    Signals reach only the main thread (``interrupts.route_to_main``).
+    Interpreter finalization is skipped: cleanup already ran inside ``main``, and a runtime's worker thread
+    can re-deliver a signal there (NNCF's, measured: death by SIGINT instead of exit 130). Forked runtime
+    helpers are ended instead of joined. A signal that arrives after the work is done still makes the exit
+    130: the user asked to stop. Signals reach only the main thread (``interrupts.route_to_main``).
     """
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _interrupt)
