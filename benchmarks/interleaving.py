@@ -13,6 +13,9 @@ runtime's still-spinning worker threads take the cores from the next. For the de
   (``Protocol.settle_seconds``, bitedge's protocol now).
 
 The closer a scheme's medians are to "alone", the less it measures the neighbours instead of the candidate.
+The four schemes run one after another, and that sequence is repeated (3 times): each ratio to "alone" is
+taken within a repetition, so slow drift of the machine between schemes cancels, and the table shows the
+median and the range over repetitions.
 
     python benchmarks/interleaving.py          # writes benchmarks/results/interleaving.{json,md,png}
 """
@@ -27,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
@@ -91,15 +96,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="short protocol (a smoke run, not for results)")
+    parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
     protocol = Protocol(3, 0.3, 10, 0.3) if args.quick else Protocol()
     models: dict[str, Any] = {}
     for model in ("bitedge/demo", "bit-s-r50x1"):
         with tempfile.TemporaryDirectory() as tmp:
-            models[model] = schemes(candidates(model, Path(tmp)), protocol)
+            calls = candidates(model, Path(tmp))
+            models[model] = [schemes(calls, protocol) for _ in range(args.repetitions)]
     result = {"benchmark": "interleaving", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "protocol": protocol.__dict__, "threads": 2, "batch": 1, "models": models}  # fmt: skip
+              "protocol": protocol.__dict__, "threads": 2, "batch": 1, "repetitions": args.repetitions,
+              "models": models}  # fmt: skip
     _write(args.out, result)
+
+
+def _ratios(repetitions: list[dict[str, dict[str, float]]], scheme: str, name: str) -> list[float]:
+    """``scheme``'s median over the same repetition's "alone", for each repetition."""
+    return [r[scheme][name] / r["alone"][name] for r in repetitions]
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
@@ -108,29 +121,35 @@ def _write(out: Path, result: dict[str, Any]) -> None:
     lines = [
         f"# Timing schemes: alone, interleaved, paused, settled ({result['date']})",
         "",
-        f"{m['cpu']}, {m['cores']} cores; batch 1, 2 threads; median ms (× the same candidate timed alone).",
+        f"{m['cpu']}, {m['cores']} cores; batch 1, 2 threads; median ms over {result['repetitions']} repetitions"
+        " (× the same candidate timed alone in the same repetition: median, range).",
         "Targets opened as `bitedge bench` opens them (OpenVINO: LATENCY hint, the CPU's default precision; "
         "onnxruntime: thread spinning off).",
     ]
-    for model, by_scheme in result["models"].items():
-        names = list(by_scheme["alone"])
+    for model, repetitions in result["models"].items():
+        names = list(repetitions[0]["alone"])
         lines += ["", f"## {model}", "", "| scheme | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for scheme in SCHEMES:
-            cells = [f"{by_scheme[scheme][n]:.2f} ({by_scheme[scheme][n] / by_scheme['alone'][n]:.2f}×)" for n in names]
+            cells = []
+            for n in names:
+                ms = float(np.median([r[scheme][n] for r in repetitions]))
+                ratios = _ratios(repetitions, scheme, n)
+                cells.append(f"{ms:.2f} ({np.median(ratios):.2f}×, {min(ratios):.2f}–{max(ratios):.2f})")
             lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
     lines += ["", "Reproduce: `python benchmarks/interleaving.py`", ""]
     save_markdown(out, "interleaving", lines)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(result["models"]), figsize=(12, 3.8))
-    for ax, (model, by_scheme) in zip(axes, result["models"].items(), strict=True):
-        names = list(by_scheme["alone"])
+    for ax, (model, repetitions) in zip(axes, result["models"].items(), strict=True):
+        names = list(repetitions[0]["alone"])
         width = 0.8 / len(SCHEMES)
         for i, scheme in enumerate(SCHEMES):
-            ratios = [by_scheme[scheme][n] / by_scheme["alone"][n] for n in names]
+            ratios = [float(np.median(_ratios(repetitions, scheme, n))) for n in names]
             ax.bar([j + i * width for j in range(len(names))], ratios, width, label=scheme)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, fontsize=7)
         ax.set_ylabel("median × alone")
+        ax.set_yscale("log")
         ax.set_title(model, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
