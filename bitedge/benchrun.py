@@ -3,7 +3,9 @@
 A target is an artifact directory (timed in its runtime, configured as a deployment would be: e.g.
 OpenVINO with the LATENCY hint and the CPU's default precision, recorded) or a model (the float PyTorch
 reference, eager). Inputs are real images (the demo's held-out split) preprocessed the way each target
-expects. Targets are timed interleaved; ratios are medians of per-round pairs against the first target.
+expects. Targets are timed in interleaved rounds (``bench.measure_interleaved``); ratios are medians of
+per-round ratios against the first target. Each target's memory is the peak RSS its loading and first call
+add.
 """
 
 from __future__ import annotations
