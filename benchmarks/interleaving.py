@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
+from results_io import RESULTS, convert_in_fresh_process, machine_line, pyplot, save_json, save_markdown
 
 from bitedge.bench import LatencyStats, Protocol, machine_info, measure_interleaved, warm_up
 from bitedge.benchrun import open_target
@@ -117,11 +117,10 @@ def _ratios(repetitions: list[dict[str, dict[str, float]]], scheme: str, name: s
 
 def _write(out: Path, result: dict[str, Any]) -> None:
     save_json(out, "interleaving", result)
-    m = result["machine"]
     lines = [
         f"# Timing schemes: alone, interleaved, paused, settled ({result['date']})",
         "",
-        f"{m['cpu']}, {m['cores']} cores; batch 1, 2 threads; median ms over {result['repetitions']} repetitions"
+        f"{machine_line(result['machine'])}; batch 1, 2 threads; median ms over {result['repetitions']} repetitions"
         " (× the same candidate timed alone in the same repetition: median, range).",
         "Targets opened as `bitedge bench` opens them (OpenVINO: LATENCY hint, the CPU's default precision; "
         "onnxruntime: thread spinning off).",

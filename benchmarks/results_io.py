@@ -33,13 +33,19 @@ def save_markdown(out: Path, name: str, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """'AMD EPYC, 2 cores, 23.5 GiB, flags avx2 ...': ``bench.machine_info()`` for a results header."""
+    flags = " ".join(machine["flags"])
+    return f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, flags {flags}"
+
+
 _FRESH_CONVERT = """
-import json, resource, sys, time
+import json, sys, time
+from bitedge.bench import peak_rss_mb
 from bitedge.cli import main
 start = time.perf_counter()
 code = main(["convert", *sys.argv[1:]])
-print(json.dumps({"exit_code": code, "seconds": time.perf_counter() - start,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"exit_code": code, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mb()}))
 """
 
 

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from onnx_fold_vs_unfolded import _export_anchors
 from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 
 from bitedge.bench import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.converters.base import ExportSpec
@@ -165,11 +165,10 @@ def main() -> None:
 def _write(out: Path, result: dict[str, Any]) -> None:
     plt = pyplot()
     save_json(out, "suite", result)
-    m = result["machine"]
     lines = [
         f"# bitedge benchmark suite ({result['date']})",
         "",
-        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, flags {' '.join(m['flags'])}; torch "
+        f"{machine_line(result['machine'])}; torch "
         f"{result['versions']['torch']}, onnxruntime {result['versions']['onnxruntime']}, OpenVINO "
         f"{result['versions']['openvino']}. Batch 1, 2 threads; ratios are medians of per-round ratios (rounds "
         "settle each flow before timing it). Plain fp32 "

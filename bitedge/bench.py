@@ -88,22 +88,18 @@ def measure_interleaved(
     return {name: _stats(name, s, rounds[name], batch, threads) for name, s in samples.items()}
 
 
-def _run_for(run: Callable[[], object], seconds: float) -> None:
-    """Call ``run`` untimed until ``seconds`` have passed (at least once)."""
-    until = time.perf_counter() + seconds
-    while True:
+def _run_for(run: Callable[[], object], seconds: float, runs: int = 1) -> None:
+    """Call ``run`` untimed until it has run ``runs`` times and ``seconds`` have passed."""
+    start, count = time.perf_counter(), 0
+    while count < runs or time.perf_counter() - start < seconds:
         run()
-        if time.perf_counter() >= until:
-            return
+        count += 1
 
 
 def warm_up(candidates: dict[str, Callable[[], object]], protocol: Protocol) -> None:
     """The protocol's warm-up: each candidate in turn, for its minimum runs and seconds."""
     for run in candidates.values():
-        start, count = time.perf_counter(), 0
-        while count < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_seconds:
-            run()
-            count += 1
+        _run_for(run, protocol.warmup_seconds, protocol.warmup_runs)
 
 
 def paired_ratio(numerator: LatencyStats, denominator: LatencyStats) -> float:

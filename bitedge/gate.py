@@ -82,6 +82,13 @@ def reference_outputs(model: BitPreTrainedModel, images: ImageSet, processor: Bi
     return evaluate(torch_runner(model), images, processor, raw_pixels=False, desc="float reference")
 
 
+def simulated_outputs(
+    simulated: nn.Module, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool
+) -> Outputs:
+    """The simulated-quantized model, on the input its deploy graph takes: what int8 artifacts must match."""
+    return evaluate(torch_runner(simulated), images, processor, raw_pixels=raw_pixels, desc="simulated int8")
+
+
 def run_parity(
     reference: Outputs,
     runner: Runner,

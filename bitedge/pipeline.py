@@ -10,8 +10,6 @@ in its manifest) so it can be inspected; the caller decides the exit code. ``ver
 from __future__ import annotations
 
 import contextlib
-import os
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from torch import nn
 
 from bitedge import interrupts
 from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
+from bitedge.bench import current_rss_mb, peak_rss_mb
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
@@ -28,7 +27,7 @@ from bitedge.converters.base import ExportSpec
 from bitedge.data import scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
-from bitedge.gate import Outputs, evaluate, input_folded, record, reference_outputs, run_parity, torch_runner
+from bitedge.gate import Outputs, input_folded, record, reference_outputs, run_parity, simulated_outputs
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.loading import DEMO_EVAL, load_model
@@ -114,11 +113,10 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     results = []
     cache: dict[str, Outputs] = {}
 
-    def simulated_outputs(network: nn.Module) -> Outputs:
+    def simulated_once(network: nn.Module) -> Outputs:
         """The simulated int8 model on the evaluation images: computed once, shared by every int8 artifact."""
         if "simulated" not in cache:
-            cache["simulated"] = evaluate(torch_runner(network), images, processor,
-                                          raw_pixels=options.raw_pixel_input, desc="simulated int8")  # fmt: skip
+            cache["simulated"] = simulated_outputs(network, images, processor, raw_pixels=options.raw_pixel_input)
         return cache["simulated"]
 
     for job in jobs:
@@ -128,7 +126,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             job_spec = spec
             if job is jobs[-1]:  # nothing after this artifact needs the folded weights: let the converter free them
                 if job.precision == Precision.INT8 and spec.simulated is not None:
-                    simulated_outputs(spec.simulated)  # while its weights still exist
+                    simulated_once(spec.simulated)  # while its weights still exist
                 job_spec = replace(spec, release_source=lambda: release_weights(deploy, spec.simulated))
             log(f"converting to {job.target} {job.precision}{_memory()}")
             converted = converter.convert(deploy, tmp, precision=job.precision, spec=job_spec)
@@ -145,7 +143,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             manifest.hash_files(tmp)
             simulated: Outputs | None = None
             if converted.simulated_reference and spec.simulated is not None:
-                simulated = simulated_outputs(spec.simulated)
+                simulated = simulated_once(spec.simulated)
             if job is jobs[-1]:  # the folded weights are done with: the runtime's copy is the only one now
                 release_weights(deploy, spec.simulated)
             log(f"verifying {job.target} {job.precision} in its runtime on {len(images.files)} images{_memory()}")
@@ -188,7 +186,7 @@ def verify(
         table = CalibrationTable.load(directory / TABLE_FILE)
         folded = input_folded(manifest)
         network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table)
-        simulated = evaluate(torch_runner(network), images, processor, raw_pixels=folded, desc="simulated int8")
+        simulated = simulated_outputs(network, images, processor, raw_pixels=folded)
         del network
     log(f"verifying {directory} on {len(images.files)} images")
     reference = reference_outputs(model, images, processor)
@@ -216,12 +214,8 @@ def release_weights(*models: nn.Module | None) -> None:
 
 def _memory() -> str:
     """' (RSS 3.2 GiB, peak 8.6 GiB)': this process's memory now and so far, for the progress log (Linux)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return ""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return f" (RSS {pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB, peak {peak:.1f} GiB)"
+    now = current_rss_mb()
+    return f" (RSS {now / 1024:.1f} GiB, peak {peak_rss_mb() / 1024:.1f} GiB)" if now else ""
 
 
 def resolve_processor(processor: BitImageProcessor | None, image_size: int | None) -> BitImageProcessor:

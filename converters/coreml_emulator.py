@@ -58,14 +58,17 @@ class Emulator:
                 "it cannot verify this program (bitedge's converter never emits these ops)"
             )
         self.inputs = {arg.name: tensor_type(arg.type) for arg in package.function.inputs}
-        # the index of the last op that reads each variable: activations are dropped after it, so a run holds
+        # the variables each op reads for the last time: activations are dropped after it, so a run holds
         # only the live ones (R152x4 at 480 px kept 14 GB of dead activations otherwise)
-        self.last_use: dict[str, int] = {}
+        last_use: dict[str, int] = {}
         for index, op in enumerate(package.block.operations):
             for binding in op.inputs.values():
                 for arg in binding.arguments:
                     if arg.WhichOneof("binding") == "name":
-                        self.last_use[arg.name] = index
+                        last_use[arg.name] = index
+        self.dead_after: list[list[str]] = [[] for _ in package.block.operations]
+        for name, index in last_use.items():
+            self.dead_after[index].append(name)
 
     def run(self, inputs: dict[str, np.ndarray], *, keep: set[str] | None = None) -> Execution:
         """Execute the program; ``keep`` names the variables to return besides the outputs (None: all)."""
@@ -95,9 +98,7 @@ class Emulator:
             if _overflowed(args, values[first]):
                 overflows.append(f"{op.type} '{first}'")
             if retained is not None:
-                dead = [arg.name for binding in op.inputs.values() for arg in binding.arguments
-                        if arg.WhichOneof("binding") == "name" and self.last_use.get(arg.name) == index]  # fmt: skip
-                for name in dead:
+                for name in self.dead_after[index]:
                     if name not in retained:
                         values.pop(name, None)
         outputs = {name: values[name] for name in self.package.block.outputs}
