@@ -40,7 +40,7 @@ from bitedge.quantize import (
     calibration_summary,
     calibration_table,
 )
-from bitedge.targets import Precision, Target
+from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
 Log = Callable[[str], None]
 
@@ -56,7 +56,7 @@ class ConvertOptions:
     seed: int = 0  # weight seed, for presets
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     quantizer: str | None = None  # int8: "bitedge" or a target's own ("nncf"); None: each target's default
-    onnx_group_norm: str = "native"  # "instance": InstanceNormalization chains, faster in onnxruntime's CPU EP
+    onnx_group_norm: str = ONNX_GROUP_NORMS[0]  # the onnx target's GroupNorm form
     coreml_target: str | None = None  # Core ML minimum deployment target ("iOS17", ...); None: lowest possible
     tensor_input: bool = False  # Core ML: multi-array input instead of an image
 

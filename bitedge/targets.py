@@ -6,6 +6,10 @@ from enum import StrEnum
 
 from bitedge.errors import UnknownTargetError
 
+# GroupNorm forms of the onnx target, the default first: an InstanceNormalization chain (opset 6, which
+# onnxruntime's CPU provider has a kernel for) or the native GroupNormalization-21, which it expands.
+ONNX_GROUP_NORMS = ("instance", "native")
+
 
 class Target(StrEnum):
     ONNX = "onnx"

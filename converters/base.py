@@ -22,7 +22,7 @@ from bitedge.artifact import Manifest
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
 from bitedge.image_processor import BitImageProcessor
 from bitedge.parity import BUDGETS, Budget
-from bitedge.targets import Precision, Target
+from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -38,7 +38,7 @@ class ExportSpec:
     simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ (calibration table)
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
-    onnx_group_norm: str = "native"  # the ONNX target's GroupNorm form: "native" or "instance" (onnxruntime)
+    onnx_group_norm: str = ONNX_GROUP_NORMS[0]  # the onnx target's GroupNorm form, one of ONNX_GROUP_NORMS
     processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)
     labels: tuple[str, ...] = ()  # class names, for runtimes with a classifier output (Core ML)
     coreml_target: str | None = None  # Core ML minimum deployment target, e.g. "iOS17"; None: the lowest possible

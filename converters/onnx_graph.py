@@ -1,13 +1,14 @@
 """Emit an ONNX graph (opset 21) from a folded BiT deploy graph.
 
 The deploy model is traced with ``torch.fx`` and each node becomes the ONNX op a runtime fuses best: Conv,
-native ``GroupNormalization`` (not an InstanceNormalization chain), Pad, MaxPool, Add, GlobalAveragePool,
-Gemm. Shapes come from one shape-propagation pass at the artifact's input size, which also fixes TF "SAME"
-pads (they depend on the image size, not the batch). Everything the graph computes is in this one table
-of node handlers, so what TensorRT and OpenVINO receive is known exactly.
+GroupNorm in the form the target's runtime runs fastest (``group_norm``: the native ``GroupNormalization``
+for TensorRT, an InstanceNormalization chain for onnxruntime, per-channel statistics for OpenVINO), Pad,
+MaxPool, Add, GlobalAveragePool, Gemm. Shapes come from one shape-propagation pass at the artifact's input
+size, which also fixes TF "SAME" pads (they depend on the image size, not the batch). Everything the graph
+computes is in this one table of node handlers, so what TensorRT and OpenVINO receive is known exactly.
 
 fp16: weights and activations are float16 while inputs and outputs stay float32 (Casts at both ends), and
-every GroupNormalization runs in float32 (Casts around it): its variance overflows fp16 beyond ~256.
+every GroupNorm runs in float32 (Casts around it): its variance overflows fp16 beyond ~256.
 """
 
 from __future__ import annotations
@@ -190,9 +191,9 @@ def _group_norm_as_instance_norm(
 ) -> str:
     """GroupNorm as Reshape (N, G, -1) -> InstanceNormalization -> Reshape back -> per-channel Mul, Add.
 
-    onnxruntime's CPU provider has no GroupNormalization-21 kernel and expands the op's function body;
-    this chain runs ~10% faster there (benchmarks/onnx_fold_vs_unfolded.py). TensorRT and OpenVINO want
-    the native op.
+    onnxruntime's CPU provider has no GroupNormalization-21 kernel and expands the op's function body, while
+    it has one for InstanceNormalization (opset 6, which every ONNX runtime implements): the onnx target's
+    default (benchmarks/results/suite.md). TensorRT wants the native op.
     """
     channels, height, width = n.meta["tensor_meta"].shape[1:]
     grouped = e.node("Reshape", [x, e.const(f"{n.name}.grouped", np.array([0, groups, -1], np.int64))], f"{n.name}/g")
@@ -213,32 +214,31 @@ def _group_norm_from_channel_stats(
 
     Every op on the full (N, C, H, W) tensor is a spatial reduction or an elementwise op, which the
     OpenVINO CPU plugin runs in its blocked channel layout; the (N, G, C/G * H * W) reshape of the native
-    op instead forces a layout reorder before and after every GroupNorm.
+    op instead forces a layout reorder before and after every GroupNorm. The per-channel scale
+    gamma / sqrt(var + eps) is finished on the (N, G, C/G) tensor and only then reshaped: left after the
+    reshape, the plugin fuses the sqrt and the division into the full-size elementwise kernel, which then
+    computes them once per pixel instead of once per channel.
     """
     channels = n.meta["tensor_meta"].shape[1]
-    name = n.name
-    to_groups = e.const(f"{name}.to_groups", np.array([0, groups, channels // groups], np.int64))
-    expand = e.const(f"{name}.expand", np.array([1, groups, channels // groups], np.int64))
+    name, per_group = n.name, channels // groups
+    to_groups = e.const(f"{name}.to_groups", np.array([0, groups, per_group], np.int64))
     to_channels = e.const(f"{name}.to_channels", np.array([0, channels, 1, 1], np.int64))
-    axes_hw, axis_g = (
-        e.const(f"{name}.axes_hw", np.array([2, 3], np.int64)),
-        e.const(f"{name}.axis_g", np.array([2], np.int64)),
-    )
+    axes_hw = e.const(f"{name}.axes_hw", np.array([2, 3], np.int64))
+    axis_g = e.const(f"{name}.axis_g", np.array([2], np.int64))
 
-    def group_mean(t: str, tag: str) -> str:  # (N, C, H, W) -> per-group mean broadcast to (N, C, 1, 1)
+    def group_mean(t: str, tag: str) -> str:  # (N, C, H, W) -> per-group mean, (N, G, 1)
         per_channel = e.node("ReduceMean", [t, axes_hw], f"{name}/{tag}_c", keepdims=1)
         grouped = e.node("Reshape", [per_channel, to_groups], f"{name}/{tag}_cg")
-        per_group = e.node("ReduceMean", [grouped, axis_g], f"{name}/{tag}_g", keepdims=1)
-        spread = e.node("Expand", [per_group, expand], f"{name}/{tag}_gc")
-        return e.node("Reshape", [spread, to_channels], f"{name}/{tag}")
+        return e.node("ReduceMean", [grouped, axis_g], f"{name}/{tag}_g", keepdims=1)
 
-    centered = e.node("Sub", [x, group_mean(x, "mean")], f"{name}/centered")
-    squared = e.node("Mul", [centered, centered], f"{name}/squared")
-    variance = group_mean(squared, "var")
+    expand = e.const(f"{name}.expand", np.array([1, groups, per_group], np.int64))
+    mean = e.node("Expand", [group_mean(x, "mean"), expand], f"{name}/mean_gc")
+    centered = e.node("Sub", [x, e.node("Reshape", [mean, to_channels], f"{name}/mean")], f"{name}/centered")
+    variance = group_mean(e.node("Mul", [centered, centered], f"{name}/squared"), "var")
     eps_c = e.const(f"{name}.eps", np.array(eps, np.float32), keep_fp32=True)
     std = e.node("Sqrt", [e.node("Add", [variance, eps_c], f"{name}/var_eps")], f"{name}/std")
-    scale_c = e.const(f"{name}.gamma", gamma.reshape(1, -1, 1, 1), keep_fp32=True)
-    scale = e.node("Div", [scale_c, std], f"{name}/scale")
+    gamma_g = e.const(f"{name}.gamma", gamma.reshape(1, groups, per_group), keep_fp32=True)
+    scale = e.node("Reshape", [e.node("Div", [gamma_g, std], f"{name}/scale_g"), to_channels], f"{name}/scale")
     shift = e.const(f"{name}.beta", beta.reshape(1, -1, 1, 1), keep_fp32=True)
     return e.node("Add", [e.node("Mul", [centered, scale], f"{name}/scaled"), shift], name)
 

@@ -2,7 +2,7 @@
 
 TensorRT (10 and 11, strongly typed) accepts only symmetric int8 Q/DQ: zero points present, int8 and 0;
 positive finite scales; per-channel weight scales on axis 0 (output channels). bitedge also keeps
-GroupNormalization unquantized (its input must not come straight from a DequantizeLinear). Each violation
+GroupNorm unquantized (its input must not come straight from a DequantizeLinear). Each violation
 is one sentence naming the node; an empty list means the graph passes.
 """
 
@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
+# GroupNorm as the native op or as the InstanceNormalization chain (--onnx-group-norm)
+NORMALIZATIONS = ("GroupNormalization", "InstanceNormalization")
 
 
 def lint_int8(model: Any) -> list[str]:
@@ -25,10 +27,12 @@ def lint_int8(model: Any) -> list[str]:
     for node in graph.node:
         if node.op_type in QDQ:
             problems += _check_qdq(node, constants, numpy_helper, TensorProto.INT8)
-        elif node.op_type == "GroupNormalization":
+        elif node.op_type in NORMALIZATIONS:
             source = producers.get(node.input[0])
+            while source is not None and source.op_type == "Reshape":  # the instance form's (N, G, -1) view
+                source = producers.get(source.input[0])
             if source is not None and source.op_type == "DequantizeLinear":
-                problems.append(f"{node.name}: GroupNormalization reads a dequantized tensor; keep it in float")
+                problems.append(f"{node.name}: {node.op_type} reads a dequantized tensor; keep GroupNorm in float")
         elif node.op_type in ("Conv", "Gemm"):
             weight = producers.get(node.input[1])
             if weight is not None and weight.op_type == "DequantizeLinear":

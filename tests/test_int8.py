@@ -40,7 +40,7 @@ def test_graph_follows_the_qdq_rules(int8_artifact: Path) -> None:
     proto = onnx.load(str(int8_artifact / "model.onnx"))
     assert lint_int8(proto) == []
     ops = collections.Counter(n.op_type for n in proto.graph.node)
-    assert ops["QuantizeLinear"] == 18 and ops["DequantizeLinear"] == 36 and ops["GroupNormalization"] == 13
+    assert ops["QuantizeLinear"] == 18 and ops["DequantizeLinear"] == 36 and ops["InstanceNormalization"] == 13
     weights = [t for t in proto.graph.initializer if t.name.endswith("weight_int8")]
     assert len(weights) == 18 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
 
@@ -56,9 +56,10 @@ def _broken(proto: onnx.ModelProto, change: str) -> onnx.ModelProto:
         dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("/weight"))
         next(a for a in dq.attribute if a.name == "axis").i = 1
     elif change == "group-norm":
-        gn = next(n for n in graph.node if n.op_type == "GroupNormalization")
+        norm = next(n for n in graph.node if n.op_type == "InstanceNormalization")
+        view = next(n for n in graph.node if norm.input[0] in n.output)  # its (N, G, -1) Reshape
         dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("/dq"))
-        gn.input[0] = dq.output[0]
+        view.input[0] = dq.output[0]
     elif change == "uint8":
         zp = next(t for t in graph.initializer if t.name.endswith("input_zero_point"))
         zp.CopyFrom(helper.make_tensor(zp.name, onnx.TensorProto.UINT8, [], [0]))
@@ -70,7 +71,7 @@ def _broken(proto: onnx.ModelProto, change: str) -> onnx.ModelProto:
     [
         ("zero-point", "non-zero zero point"),
         ("axis", "axis 0"),
-        ("group-norm", "GroupNormalization"),
+        ("group-norm", "InstanceNormalization reads a dequantized tensor"),
         ("uint8", "not int8"),
     ],
 )

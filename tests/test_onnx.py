@@ -16,12 +16,14 @@ from conftest import pixels
 
 from bitedge import BitImageProcessor, load_model
 from bitedge.converters.base import ExportSpec, Runner
-from bitedge.converters.onnx import OnnxConverter
+from bitedge.converters.onnx import OnnxConverter, save_onnx
+from bitedge.converters.onnx_graph import build_onnx
 from bitedge.fold import fold
 from bitedge.parity import BUDGETS, compare, violations
 from bitedge.targets import Precision
 
-WEIGHT_NORMALIZATION_OPS = {"BatchNormalization", "ReduceMean", "InstanceNormalization", "LayerNormalization"}
+# what weight standardization would leave in the graph (InstanceNormalization is GroupNorm's default form)
+WEIGHT_NORMALIZATION_OPS = {"BatchNormalization", "ReduceMean", "LayerNormalization"}
 
 
 def _export(model: Any, directory: Path, *, precision: Precision = Precision.FP32, batch: int | None = None) -> Any:
@@ -35,11 +37,11 @@ def _runner(directory: Path, batch: int | None = None) -> Runner:
     return OnnxConverter().load_runner(directory, manifest, threads=1)
 
 
-def test_graph_has_native_group_norm_and_no_weight_normalization(tiny_hf_dir: Path, tmp_path: Path) -> None:
+def test_graph_has_group_norm_as_instance_norm_and_no_weight_normalization(tiny_hf_dir: Path, tmp_path: Path) -> None:
     proto = _export(load_model(tiny_hf_dir), tmp_path)
     onnx.checker.check_model(proto, full_check=True)
     ops = collections.Counter(node.op_type for node in proto.graph.node)
-    assert ops["GroupNormalization"] == 16 and ops["Conv"] == 20
+    assert ops["InstanceNormalization"] == 16 and ops["Conv"] == 20 and "GroupNormalization" not in ops
     assert not WEIGHT_NORMALIZATION_OPS & ops.keys()
     assert proto.opset_import[0].version == 21
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -58,14 +60,34 @@ def test_onnxruntime_matches_float_model_within_fp32_budget(tiny_hf_dir: Path, t
     assert metrics.max_abs_diff < 1e-4
 
 
+@pytest.mark.parametrize("form", ["instance", "native", "channel-stats"])
+def test_every_group_norm_form_computes_group_norm(tiny_hf_dir: Path, tmp_path: Path, form: str) -> None:
+    """The three GroupNorm forms (onnxruntime's default, the native op, OpenVINO's) against torch's."""
+    import onnxruntime as ort
+
+    deploy = fold(load_model(tiny_hf_dir))
+    stem = next(m for m in deploy.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():  # GroupNorm inputs with a mean far from 0 and a large spread: the hard case
+        stem.weight.mul_(40.0).add_(0.5)
+    path = tmp_path / "model.onnx"
+    save_onnx(build_onnx(deploy, input_size=(64, 64), batch=None, group_norm=form), path)
+    x = pixels(3, 64)
+    with torch.no_grad():
+        reference = deploy(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"pixel_values": x.numpy()})[0]
+    assert np.abs(logits - reference).max() < 1e-4 * max(1.0, float(np.abs(reference).max()))
+
+
 def test_fp16_keeps_group_norm_in_fp32(tiny_hf_dir: Path, tmp_path: Path) -> None:
     model = load_model(tiny_hf_dir)
     proto = _export(model, tmp_path, precision=Precision.FP16)
     producers = {out: node for node in proto.graph.node for out in node.output}
-    for node in proto.graph.node:
-        if node.op_type == "GroupNormalization":
-            feeder = producers[node.input[0]]
-            assert feeder.op_type == "Cast" and feeder.attribute[0].i == onnx.TensorProto.FLOAT
+    norms = [node for node in proto.graph.node if node.op_type == "InstanceNormalization"]
+    assert len(norms) == 16
+    for node in norms:
+        feeder = producers[producers[node.input[0]].input[0]]  # Cast -> Reshape (N, G, -1) -> InstanceNorm
+        assert feeder.op_type == "Cast" and feeder.attribute[0].i == onnx.TensorProto.FLOAT
     conv_weights = {i.name: i for i in proto.graph.initializer if i.name.endswith("conv1.weight")}
     assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in conv_weights.values())
     x = pixels(4, 64)
@@ -113,12 +135,12 @@ def test_raw_pixel_artifact(tiny_hf_dir: Path, tmp_path: Path) -> None:
     assert violations(compare(reference, _runner(tmp_path)(raw.numpy())), BUDGETS[Precision.FP32]) == []
 
 
-def test_instance_norm_form_for_onnxruntime(tmp_path: Path) -> None:
+def test_native_group_norm_on_request(tmp_path: Path) -> None:
     from bitedge.cli import main
 
     out = tmp_path / "onnx"
-    args = ["convert", "--target", "onnx", "--precision", "fp32", "--out", str(out), "--onnx-group-norm", "instance"]
+    args = ["convert", "--target", "onnx", "--precision", "fp32", "--out", str(out), "--onnx-group-norm", "native"]
     assert main(args) == 0
     ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
-    assert ops["InstanceNormalization"] == 13 and "GroupNormalization" not in ops
+    assert ops["GroupNormalization"] == 13 and "InstanceNormalization" not in ops
     assert json.loads((out / "bitedge.json").read_text())["status"] == "passed"
