@@ -81,6 +81,10 @@ class BenchResult:
 
 
 def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol) -> list[BenchResult]:
+    # torch (~190 MiB) is loaded by every target's loader: import it before measuring, or the first target
+    # would be charged for what all of them share
+    import torch  # noqa: F401
+
     targets = [open_target(spec, threads=threads) for spec in specs]
     results = []
     for batch in batches:

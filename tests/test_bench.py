@@ -122,6 +122,19 @@ def test_bench_cli_artifact_vs_float_model(tmp_path: Path, capsys: pytest.Captur
     assert data["machine"]["cores"] and (out / "bench.png").stat().st_size > 0 and (out / "bench.md").is_file()
 
 
+def test_first_target_is_charged_only_for_itself(tmp_path: Path) -> None:
+    """In a fresh process the first target's loader imports torch; that shared cost is not the target's."""
+    import subprocess
+
+    artifact = tmp_path / "onnx"
+    assert main(["convert", "--target", "onnx", "--precision", "fp32", "--out", str(artifact)]) == 0
+    out = tmp_path / "bench"
+    args = [str(artifact), "bitedge/demo", "--runs", "3", "--duration", "0.05", "--threads", "1", "--out", str(out)]
+    subprocess.run([sys.executable, "-m", "bitedge", "bench", *args], check=True, capture_output=True)
+    memory = {name: t["rss_added_mb"] for name, t in json.loads((out / "bench.json").read_text())["targets"].items()}
+    assert memory[str(artifact)] < 120, memory  # onnxruntime and a 0.7 MB model; torch alone is ~190 MiB
+
+
 def test_bench_missing_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
