@@ -62,18 +62,20 @@ def build_manifest(
             **converter.tool_versions(),
         },
         calibration=calibration,
-        conversion=conversion_record(spec),
+        conversion=conversion_record(spec, target),
     )
 
 
-def conversion_record(spec: ExportSpec) -> dict[str, Any]:
-    """Every export option that changes the artifact (with the source and calibration: enough to rebuild it)."""
+def conversion_record(spec: ExportSpec, target: Target) -> dict[str, Any]:
+    """Every export option that changes the artifact (with the source and calibration: enough to rebuild it).
+
+    Target-specific options are None for the other targets (other targets write GroupNorm their own way)."""
     return {
         "input_size": list(spec.input_size),
         "batch": spec.batch,
         "raw_pixel_input": spec.raw_pixel_input,
         "quantizer": spec.quantizer,
-        "onnx_group_norm": spec.onnx_group_norm,
+        "onnx_group_norm": spec.onnx_group_norm if target == Target.ONNX else None,
         "coreml_target": spec.coreml_target,
         "tensor_input": spec.tensor_input,
     }

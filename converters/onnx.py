@@ -1,8 +1,9 @@
 """ONNX target: fp32, fp16 and int8 (Q/DQ) opset-21 graphs, verified in onnxruntime (CPU provider).
 
 INT8 is explicit: QuantizeLinear/DequantizeLinear around every quantized convolution's input (per tensor)
-and weight (per output channel), symmetric with zero points 0 — the form TensorRT's parser accepts — and
-linted for those rules before it is written.
+and weight (per output channel), symmetric with zero points 0 — the Q/DQ rules TensorRT's parser enforces —
+and linted for those rules before it is written. GroupNorm is an InstanceNormalization chain by default,
+which onnxruntime runs faster than the native op (``--onnx-group-norm``; TensorRT's bundle has the native op).
 
 Files: ``model.onnx``, plus ``model.onnx.data`` when the weights pass ONNX's 2 GB protobuf limit (external
 data; BiT-R152x4 is 3.7 GB in fp32). Labels, preprocessing and provenance go into ``metadata_props``.
@@ -22,7 +23,7 @@ from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runne
 from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, ExportError, build_onnx
 from bitedge.converters.qdq_lint import lint_int8
 from bitedge.errors import BadInputError, UnknownTargetError
-from bitedge.targets import Precision, Target
+from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 
@@ -39,6 +40,8 @@ class OnnxConverter(Converter):
             raise UnknownTargetError(f"the onnx target quantizes with bitedge's table only, not {spec.quantizer!r}")
         if int8 and spec.simulated is None:
             raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
+        if spec.onnx_group_norm not in ONNX_GROUP_NORMS:
+            raise UnknownTargetError(f"unknown GroupNorm form {spec.onnx_group_norm!r}; choose from {ONNX_GROUP_NORMS}")
         model = build_onnx(
             spec.simulated if int8 and spec.simulated is not None else deploy,
             input_size=spec.input_size,
@@ -84,8 +87,7 @@ class OnnxConverter(Converter):
         import onnxruntime as ort
 
         # bench interleaves targets on the same cores: spinning worker threads would steal them from the next
-        # target's call, so spinning is off (R50x1's ONNX measured 51-59 ms interleaved with it on in
-        # benchmarks/results/onnx_fold_vs_unfolded.md, 34 ms with it off in benchmarks/results/suite.md).
+        # target's call (onnxruntime's own, and other runtimes'), so spinning is off.
         runner = self.load_runner(directory, manifest, threads=threads, spinning=False)
         info = {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "threads": threads}
         return runner, {**info, "thread_spinning": False}

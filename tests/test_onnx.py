@@ -18,6 +18,7 @@ from bitedge import BitImageProcessor, load_model
 from bitedge.converters.base import ExportSpec, Runner
 from bitedge.converters.onnx import OnnxConverter, save_onnx
 from bitedge.converters.onnx_graph import build_onnx
+from bitedge.errors import UnknownTargetError
 from bitedge.fold import fold
 from bitedge.parity import BUDGETS, compare, violations
 from bitedge.targets import Precision
@@ -60,23 +61,41 @@ def test_onnxruntime_matches_float_model_within_fp32_budget(tiny_hf_dir: Path, t
     assert metrics.max_abs_diff < 1e-4
 
 
-@pytest.mark.parametrize("form", ["instance", "native", "channel-stats"])
-def test_every_group_norm_form_computes_group_norm(tiny_hf_dir: Path, tmp_path: Path, form: str) -> None:
-    """The three GroupNorm forms (onnxruntime's default, the native op, OpenVINO's) against torch's."""
+class _GroupNormProbe(torch.nn.Module):
+    """A 1x1 conv whose outputs have means near 10 and spreads near 0.1, then GroupNorm (4 groups of 4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 16, 1)
+        self.flatten = torch.nn.Flatten()
+        with torch.no_grad():
+            self.conv.weight.copy_(0.1 * torch.randn(16, 3, 1, 1, generator=generator))
+            self.conv.bias.copy_(10 + 0.5 * torch.rand(16, generator=generator))
+        self.gamma = torch.nn.Parameter(1 + 0.5 * torch.randn(16, generator=generator))
+        self.beta = torch.nn.Parameter(torch.randn(16, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flatten(torch.nn.functional.group_norm(self.conv(x), 4, self.gamma, self.beta, 1e-5))
+
+
+# The native op's error is onnxruntime's: it runs GroupNormalization-21 as the ONNX function body, whose
+# variance is E[x²] - E[x]², which cancels on these inputs (1.5e-3 off). bitedge's own forms subtract the mean
+# first. That is one reason the onnx target defaults to the instance form.
+@pytest.mark.parametrize(("form", "tolerance"), [("instance", 1e-4), ("channel-stats", 1e-4), ("native", 5e-3)])
+def test_every_group_norm_form_computes_group_norm(tmp_path: Path, form: str, tolerance: float) -> None:
+    """Each GroupNorm form (onnxruntime's default, OpenVINO's, the native op) in onnxruntime against torch, on
+    inputs whose mean dwarfs their spread: a variance computed as E[x²] - E[x]² or a wrong eps shows."""
     import onnxruntime as ort
 
-    deploy = fold(load_model(tiny_hf_dir))
-    stem = next(m for m in deploy.modules() if isinstance(m, torch.nn.Conv2d))
-    with torch.no_grad():  # GroupNorm inputs with a mean far from 0 and a large spread: the hard case
-        stem.weight.mul_(40.0).add_(0.5)
+    probe = _GroupNormProbe().eval()
     path = tmp_path / "model.onnx"
-    save_onnx(build_onnx(deploy, input_size=(64, 64), batch=None, group_norm=form), path)
-    x = pixels(3, 64)
+    save_onnx(build_onnx(probe, input_size=(8, 8), batch=None, group_norm=form), path)
+    x = pixels(3, 8)
     with torch.no_grad():
-        reference = deploy(x).numpy()
+        reference = probe(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"pixel_values": x.numpy()})[0]
-    assert np.abs(logits - reference).max() < 1e-4 * max(1.0, float(np.abs(reference).max()))
+    assert np.abs(session.run(None, {"pixel_values": x.numpy()})[0] - reference).max() < tolerance
 
 
 def test_fp16_keeps_group_norm_in_fp32(tiny_hf_dir: Path, tmp_path: Path) -> None:
@@ -133,6 +152,15 @@ def test_raw_pixel_artifact(tiny_hf_dir: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         reference = model(raw / 127.5 - 1).logits.numpy()
     assert violations(compare(reference, _runner(tmp_path)(raw.numpy())), BUDGETS[Precision.FP32]) == []
+
+
+def test_unknown_group_norm_form_is_refused(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    spec = ExportSpec((64, 64), None, onnx_group_norm="channel-stats")  # OpenVINO's form, not one of the target's
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnknownTargetError, match="unknown GroupNorm form 'channel-stats'"):
+        OnnxConverter().convert(fold(load_model(tiny_hf_dir)), out, precision=Precision.FP32, spec=spec)
+    assert not any(out.iterdir())
 
 
 def test_native_group_norm_on_request(tmp_path: Path) -> None:

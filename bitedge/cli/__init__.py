@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--onnx-group-norm", choices=ONNX_GROUP_NORMS, default=ONNX_GROUP_NORMS[0],
         help="GroupNorm in the onnx target: an InstanceNormalization chain (default; onnxruntime's CPU "
-        "provider runs it ~20%% faster) or the native GroupNormalization-21 op",
+        "provider runs it in ~18%% less time) or the native GroupNormalization-21 op",
     )  # fmt: skip
     coreml = convert.add_argument_group("coreml")
     coreml.add_argument(
