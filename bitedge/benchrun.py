@@ -24,6 +24,7 @@ from bitedge.bench import (
     LatencyStats,
     Protocol,
     current_rss_mb,
+    keep_freed_memory,
     machine_info,
     measure_interleaved,
     paired_ratio,
@@ -78,6 +79,7 @@ class BenchResult:
     stats: dict[str, LatencyStats]
     ratios: dict[str, float]  # paired median ratio against the first target
     info: dict[str, dict[str, Any]]
+    keeps_freed_memory: bool = False  # glibc malloc told to keep freed blocks (bench.keep_freed_memory)
 
 
 def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol) -> list[BenchResult]:
@@ -85,6 +87,7 @@ def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol
     # would be charged for what all of them share
     import torch  # noqa: F401
 
+    kept = keep_freed_memory()  # eager's per-call temporaries cost page faults otherwise, by process history
     targets = [open_target(spec, threads=threads) for spec in specs]
     results = []
     for batch in batches:
@@ -93,7 +96,7 @@ def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol
         first = stats[targets[0].name]
         ratios = {name: paired_ratio(s, first) for name, s in stats.items()}
         info = {t.name: {**t.classifier.info, "rss_added_mb": t.rss_added_mb} for t in targets}
-        results.append(BenchResult(batch, threads, stats, ratios, info))
+        results.append(BenchResult(batch, threads, stats, ratios, info, kept))
     return results
 
 
@@ -119,6 +122,7 @@ def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
         "protocol": protocol.__dict__,
         "machine": machine_info(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "malloc_keeps_freed_memory": bool(results) and results[0].keeps_freed_memory,
         "targets": results[0].info if results else {},
         "runs": [
             {"batch": r.batch, "threads": r.threads, "ratios_vs_first": r.ratios,

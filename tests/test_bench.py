@@ -96,6 +96,43 @@ def test_peak_memory_since_a_reset() -> None:
     assert reset_peak_rss() and peak_rss_since_reset_mb() < grown - 60  # the block is gone: a new, lower peak
 
 
+_WHERE_A_FREED_BLOCK_GOES = """
+import ctypes, ctypes.util, sys
+import numpy as np
+from bitedge.bench import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):  # glibc's malloc statistics (malloc.h)
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+block = np.ones(64 << 18, np.float32)  # 64 MiB, like one of eager's per-call temporaries
+mapped = libc.mallinfo2().hblkhd
+del block
+print(mapped >> 20, libc.mallinfo2().fordblks >> 20)  # MiB mapped for it alone; MiB kept free for reuse
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keeping_freed_memory_reuses_large_blocks() -> None:
+    """By default glibc maps a large block on its own and unmaps it when freed, so the next one is faulted in
+    again; told to keep freed memory, it serves the block from the heap and keeps it for the next call."""
+    import subprocess
+
+    def mapped_and_kept(mode: str) -> list[int]:
+        run = subprocess.run([sys.executable, "-c", _WHERE_A_FREED_BLOCK_GOES, mode], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return [int(v) for v in run.stdout.split()]
+
+    mapped, kept = mapped_and_kept("default")
+    assert mapped >= 64 and kept < 64  # mapped alone, returned to the OS when freed
+    mapped, kept = mapped_and_kept("keep")
+    assert mapped < 64 and kept >= 64  # from the heap, and still there for the next call
+
+
 def test_protocol_honours_minimum_duration() -> None:
     stats = measure_interleaved({"x": lambda: time.sleep(0.001)}, batch=1, threads=None,
                                 protocol=Protocol(0, 0.0, 3, 0.05))  # fmt: skip
