@@ -98,9 +98,12 @@ def build(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any]:
     return irs, model, processor
 
 
-def profile(compiled: Any, x: np.ndarray, runs: int = 30) -> dict[str, float]:
-    """Mean ms per inference by layer type, from OpenVINO's performance counters."""
+def profile(compiled: Any, x: np.ndarray, runs: int = 30, warm_up: int = 5) -> dict[str, float]:
+    """Mean ms per inference by layer type, from OpenVINO's performance counters (after warm-up calls: the
+    first ones include one-time kernel preparation)."""
     request = compiled.create_infer_request()
+    for _ in range(warm_up):
+        request.infer({0: x})
     totals: collections.Counter[str] = collections.Counter()
     for _ in range(runs):
         request.infer({0: x})

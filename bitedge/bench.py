@@ -183,9 +183,10 @@ def keep_freed_memory() -> bool:
 
     By default blocks past a few MiB are mmapped and unmapped on every allocation, and the heap top is trimmed
     back, so a model that allocates large temporaries per call page-faults them in each time: torch eager
-    BiT-R50x1 recomputes its standardized weights (~100 MB) every call and ran at 80 ms instead of 54 ms.
-    How much of that a process pays depends on its allocation history, so a benchmark pins it, at the
-    setting that favours eager (the baseline). False where this is not glibc (the call is then a no-op).
+    BiT-R50x1 recomputes its standardized weights (~100 MB) every call and took 69 ms per call instead of
+    50 ms (benchmarks/results/eager_allocator.md). How much of that a process pays depends on its allocation
+    history, so a benchmark pins it, at the setting that favours eager (the baseline). False where this is
+    not glibc (the call is then a no-op).
     """
     import ctypes
     import ctypes.util
