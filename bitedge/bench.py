@@ -181,10 +181,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS between calls.
 
-    By default blocks past a few MiB are mmapped and unmapped on every allocation, and the heap top is trimmed
-    back, so a model that allocates large temporaries per call page-faults them in each time: torch eager
-    BiT-R50x1 recomputes its standardized weights (~100 MB) every call and took 69 ms per call instead of
-    50 ms (benchmarks/results/eager_allocator.md). How much of that a process pays depends on its allocation
+    By default blocks past 128 KiB (a threshold glibc raises as larger blocks are freed) are mmapped and
+    unmapped on every allocation, and the heap top is trimmed back, so a model that allocates large
+    temporaries per call page-faults them in each time: torch eager BiT-R50x1 recomputes its standardized
+    weights (~100 MB) every call and took 69 ms per call instead of 50 ms
+    (benchmarks/results/eager_allocator.md). How much of that a process pays depends on its allocation
     history, so a benchmark pins it, at the setting that favours eager (the baseline). False where this is
     not glibc (the call is then a no-op).
     """
