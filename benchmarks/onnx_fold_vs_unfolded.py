@@ -76,14 +76,18 @@ OPTIMIZED, UNOPTIMIZED = "default graph optimizations", "graph optimizations dis
 BITEDGE = "bitedge (folded, default: GroupNorm as InstanceNormalization)"
 
 
-def _session(path: Path, threads: int, *, optimize: bool = True) -> ort.InferenceSession:
+def _session(path: Path, threads: int, *, optimize: bool = True, profile: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # candidates are interleaved on the same cores: no spinning threads stealing them from the next call
+    # candidates are interleaved on the same cores (with other runtimes too): spinning worker threads would
+    # steal them from whatever runs next; without spinning each call pays only for itself
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:  # what a runtime that does not constant-fold would execute
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile:  # the profiler's trace goes next to the model
+        options.enable_profiling = True
+        options.profile_file_prefix = str(path.with_suffix(""))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -38,7 +38,7 @@ import openvino as ov
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_fold_vs_unfolded import _export_anchors
+from onnx_fold_vs_unfolded import _export_anchors, _session
 from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 
@@ -52,61 +52,44 @@ from bitedge.parity import compare
 from bitedge.targets import Precision
 
 EAGER, UNFOLDED = "torch eager fp32", "transformers -> ONNX unfolded (onnxruntime)"
+THREADS = 2
 ONNX_NATIVE = "bitedge ONNX fp32 (--onnx-group-norm native)"
 # the profiled models the ceiling is read from (their convolutions' time and their call's)
 OV_PROFILED, ONNX_PROFILED = "bitedge OpenVINO int8", "bitedge ONNX fp32 (onnxruntime)"
 UNFOLDED_PROFILED = "unfolded ONNX (onnxruntime)"
 
 
-def _session(path: Path, *, profile: bool = False) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
-    # Interleaved with other runtimes on 2 cores, onnxruntime's spinning worker threads would steal the
-    # cores from whatever runs next (and OpenVINO's from it); without spinning each call pays only itself.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(path.with_suffix(""))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _ort(path: Path) -> Any:
-    session = _session(path)
+    session = _session(path, THREADS)
     return lambda x: session.run(None, {"pixel_values": x})[0]
+
+
+def _median_call_ms(call: Any) -> float:
+    """Median of 30 back-to-back calls after 5 warm-up calls, under bitedge's protocol (one candidate)."""
+    protocol = Protocol(warmup_runs=5, warmup_seconds=0.0, min_runs=30, min_seconds=0.0)
+    return measure_interleaved({"call": call}, batch=1, threads=THREADS, protocol=protocol)["call"].median_ms
 
 
 def ort_conv_share(path: Path, x: np.ndarray) -> dict[str, float]:
     """onnxruntime's convolution kernels (plain, and fused with an activation or a residual add) per inference,
     and the median call of an unprofiled session timed right before (profiling slows every node down): their
     ratio is the convolutions' share of a call."""
-    session = _session(path)
-    calls = []
-    for _ in range(35):
-        start = time.perf_counter()
-        session.run(None, {"pixel_values": x})
-        calls.append(time.perf_counter() - start)
+    run = _ort(path)
+    call_ms = _median_call_ms(lambda: run(x))
     kernels = ort_kernel_ms(path, x)
-    return {
-        "conv_ms": kernels.get("Conv", 0.0) + kernels.get("FusedConv", 0.0),
-        "call_ms": float(np.median(calls[5:])) * 1e3,
-    }
+    return {"conv_ms": kernels.get("Conv", 0.0) + kernels.get("FusedConv", 0.0), "call_ms": call_ms}
 
 
 def openvino_conv_share(compiled: Any, x: np.ndarray) -> dict[str, float]:
     """The same for an OpenVINO model compiled with PERF_COUNT: its Convolution counters over its median call."""
     conv_ms = profile(compiled, x).get("Convolution", 0.0)
     request = compiled.create_infer_request()
-    calls = []
-    for _ in range(30):
-        start = time.perf_counter()
-        request.infer({0: x})
-        calls.append(time.perf_counter() - start)
-    return {"conv_ms": conv_ms, "call_ms": float(np.median(calls)) * 1e3}
+    return {"conv_ms": conv_ms, "call_ms": _median_call_ms(lambda: request.infer({0: x}))}
 
 
 def ort_kernel_ms(path: Path, x: np.ndarray, runs: int = 30, warm_up: int = 5) -> dict[str, float]:
     """Mean ms per inference by op type, from onnxruntime's profiler (kernel time, warm-up runs left out)."""
-    session = _session(path, profile=True)
+    session = _session(path, THREADS, profile=True)
     for _ in range(warm_up + runs):
         session.run(None, {"pixel_values": x})
     trace = Path(session.end_profiling())

@@ -30,12 +30,15 @@ from bitedge.blocks import check_pixel_values
 from bitedge.calibration.simulate import QuantizedConv2d, QuantizedLinear
 from bitedge.errors import BitEdgeError
 from bitedge.layers import DynamicPad2d
+from bitedge.targets import ONNX_GROUP_NORMS
 
 OPSET = 21
 EXTERNAL_DATA_BYTES = 1_800_000_000  # weights past this go to external data: protobuf's hard limit is 2 GiB
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the graph even then
 EXTERNAL_ALIGNMENT = 4096
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
+# the onnx target's forms, plus OpenVINO's per-channel statistics (see _group_norm)
+GROUP_NORM_FORMS = (*ONNX_GROUP_NORMS, "channel-stats")
 
 
 class ExportError(BitEdgeError):
@@ -315,7 +318,7 @@ def build_onnx(
     height, width = input_size
     with torch.no_grad():
         ShapeProp(graph_module).propagate(torch.zeros(1, 3, height, width))
-    if group_norm not in ("native", "instance", "channel-stats"):
+    if group_norm not in GROUP_NORM_FORMS:
         raise ExportError(f"unknown GroupNorm form {group_norm!r}")
     emitter = _Emitter(graph_module, fp16, group_norm)
     for n in graph_module.graph.nodes:
