@@ -33,6 +33,8 @@ from bitedge.bench import (
     reset_peak_rss,
 )
 from bitedge.errors import BadInputError
+from bitedge.integrity import STRICT, Allowances
+from bitedge.ownership import BENCH_FILES, BENCH_TITLE, GENERATOR, check_own_file
 from bitedge.predict import Classifier, open_classifier
 
 
@@ -60,12 +62,12 @@ class BenchTarget:
         return np.stack([self.classifier.preprocess(files[i % len(files)]) for i in range(count)])
 
 
-def open_target(spec: str, *, threads: int | None) -> BenchTarget:
+def open_target(spec: str, *, threads: int | None, allow: Allowances = STRICT) -> BenchTarget:
     """An artifact directory (configured as deployed) or a model (the float reference, eager), with the
     memory it costs: the process's peak RSS while it loads and runs once, over the RSS before (targets are
     opened one after another, so each is charged only for itself). Unknown where /proc is missing."""
     before, resettable = current_rss_mb(), reset_peak_rss()
-    target = BenchTarget(spec, open_classifier(spec, threads=threads, for_bench=True))
+    target = BenchTarget(spec, open_classifier(spec, threads=threads, for_bench=True, allow=allow))
     target.call(target.inputs(target.classifier.fixed_batch or 1))()
     if before:
         target.rss_added_mb = (peak_rss_since_reset_mb() if resettable else current_rss_mb()) - before
@@ -82,13 +84,15 @@ class BenchResult:
     keeps_freed_memory: bool = False  # glibc malloc told to keep freed blocks (bench.keep_freed_memory)
 
 
-def bench(specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol) -> list[BenchResult]:
+def bench(
+    specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol, allow: Allowances = STRICT
+) -> list[BenchResult]:
     # torch (~190 MiB) is loaded by every target's loader: import it before measuring, or the first target
     # would be charged for what all of them share
     import torch  # noqa: F401
 
     kept = keep_freed_memory()  # eager's per-call temporaries cost page faults otherwise, by process history
-    targets = [open_target(spec, threads=threads) for spec in specs]
+    targets = [open_target(spec, threads=threads, allow=allow) for spec in specs]
     results = []
     for batch in batches:
         calls = {t.name: t.call(t.inputs(batch)) for t in targets}
@@ -111,11 +115,22 @@ def table(results: list[BenchResult]) -> str:
                  "-" if memory is None else f"{memory:.0f}")
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    warnings = {w for r in results for info in r.info.values() for w in info.get("warnings", [])}
+    return "\n".join(lines + [f"note: {w}" for w in sorted(warnings)])
+
+
+def check_out(out: Path) -> None:
+    """Fail (before timing anything) unless ``out`` can take bench results without losing a file of the user's."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a directory; give --out a directory for the bench results")
+    for name in BENCH_FILES:
+        check_own_file(out / name)  # bitedge's own earlier results are replaced; anything else is refused
 
 
 def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
     """JSON (every sample, machine, versions, runtime settings), a Markdown table and a PNG plot."""
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "bitedge": __version__,
@@ -131,7 +146,7 @@ def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
         ],
     }  # fmt: skip
     write_json_atomic(out / "bench.json", data)
-    write_atomic(out / "bench.md", f"# bitedge bench\n\n```\n{table(results)}\n```\n\nMachine: {data['machine']}\n")
+    write_atomic(out / "bench.md", f"# {BENCH_TITLE}\n\n```\n{table(results)}\n```\n\nMachine: {data['machine']}\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,6 +168,6 @@ def write(results: list[BenchResult], out: Path, protocol: Protocol) -> None:
         axes[1].legend(fontsize=7)
     fig.tight_layout()
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
+    fig.savefig(png, format="png", dpi=110, metadata={"Software": f"{GENERATOR} {__version__}"})
     plt.close(fig)
     write_atomic(out / "bench.png", png.getvalue())

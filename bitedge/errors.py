@@ -48,6 +48,12 @@ class CalibrationError(BitEdgeError):
     exit_code = 1
 
 
+class ArtifactRefusedError(BitEdgeError):
+    """An artifact failed its parity gate or changed since it was verified: using it needs an explicit flag."""
+
+    exit_code = 1
+
+
 class ParityError(BitEdgeError):
     """An artifact does not match the float reference within its budget."""
 

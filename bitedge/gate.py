@@ -9,6 +9,7 @@ simulated (conversion fidelity, gated) and simulated vs float (quantization erro
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,19 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from bitedge.artifact import Manifest, write_json_atomic
+from bitedge.artifact import Manifest, write_atomic, write_json_atomic
 from bitedge.converters.base import Converter, Runner
 from bitedge.data import Batches, ImageSet
 from bitedge.errors import BadInputError
 from bitedge.image_processor import BitImageProcessor
 from bitedge.modeling import BitPreTrainedModel
+from bitedge.ownership import OUTPUTS_FILE
 from bitedge.parity import INT8_VS_SIMULATED, Comparison, ParityReport, compare
 from bitedge.targets import Precision
 
 ARTIFACT_VS_FLOAT = "artifact vs float reference"
 ARTIFACT_VS_SIMULATED = "artifact vs simulated-quantized (conversion fidelity)"
 SIMULATED_VS_FLOAT = "simulated-quantized vs float (quantization error)"
-OUTPUTS_FILE = "parity_outputs.npz"
 MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's scatter plots; top-1s for all
 
 
@@ -140,8 +141,10 @@ def record(directory: Path, manifest: Manifest, report: ParityReport, images: Im
     """Write parity.json, parity.md and the manifest (with its parity summary) into ``directory``."""
     write_json_atomic(directory / "parity.json", report.to_dict())
     if report.outputs is not None:
-        np.savez_compressed(directory / OUTPUTS_FILE, **report.outputs)
-    (directory / "parity.md").write_text(report.to_markdown(), encoding="utf-8")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **report.outputs)
+        write_atomic(directory / OUTPUTS_FILE, buffer.getvalue())
+    write_atomic(directory / "parity.md", report.to_markdown())
     first = report.comparisons[0].metrics
     manifest.status = "passed" if report.passed else "failed"
     manifest.parity = {

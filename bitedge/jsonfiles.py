@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bitedge.errors import ConfigError
+from bitedge.errors import BadInputError, ConfigError
 
 
 def read_json_object(path: str | Path, filename: str) -> dict[str, Any]:
@@ -31,3 +31,11 @@ def write_json(directory: str | Path, filename: str, data: dict[str, Any]) -> Pa
     file = directory / filename
     file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return file
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse a JSON file bitedge wrote earlier (a report, bench results); a broken one is a BadInputError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: unreadable {what} ({exc}); remove it or run the command that writes it") from None

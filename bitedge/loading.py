@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bitedge.checkpoints import CheckpointSource
-from bitedge.checkpoints.infer import infer_config
+from bitedge.checkpoints.infer import HEAD_KEY, infer_config
 from bitedge.checkpoints.io import (
     PICKLE_SUFFIXES,
     StateDict,
@@ -28,10 +28,11 @@ from bitedge.checkpoints.io import (
     read_safetensors,
 )
 from bitedge.checkpoints.keymaps import looks_like_timm, npz_to_transformers, timm_to_transformers
-from bitedge.config import BitConfig
-from bitedge.errors import CheckpointError
+from bitedge.config import CONFIG_NAME, BitConfig
+from bitedge.errors import CheckpointError, ConfigError
 from bitedge.hashing import sha256_file
 from bitedge.image_processor import PROCESSOR_NAME, BitImageProcessor
+from bitedge.jsonfiles import read_json_object
 from bitedge.modeling import MODEL_CLASSES, BitForImageClassification, BitModel, BitPreTrainedModel
 from bitedge.presets import PRESETS
 
@@ -72,9 +73,11 @@ def load_model(
     if not path.exists():
         return _load_preset(str(source), model_class, config, seed)
     processor = None
+    config_file = None  # where the config came from, to name it when the weights do not fit
     if path.is_dir():
         tensors, files = _read_transformers_dir(path)
-        config = config or BitConfig.from_pretrained(path)
+        if config is None:
+            config, config_file = BitConfig.from_pretrained(path), path / CONFIG_NAME
         fmt = "transformers"
         if (path / PROCESSOR_NAME).is_file():
             processor = BitImageProcessor.from_pretrained(path)
@@ -84,11 +87,17 @@ def load_model(
         tensors, fmt = _read_file(path)
         files = [path]
         if config is None:
+            # a config.json beside the file describes it (GroupNorm groups, labels, ...: what shapes cannot tell)
+            config = _config_beside(path, tensors)
+            config_file = path.parent / CONFIG_NAME if config is not None else None
+        if config is None:
             overrides = {"weight_standardization_eps": NPZ_WS_EPS} if fmt == "npz" else {}
             config = infer_config(tensors, path, **overrides)
+        if (path.parent / PROCESSOR_NAME).is_file():
+            processor = BitImageProcessor.from_pretrained(path.parent)
     check_finite(tensors, path)
     model = (model_class or BitForImageClassification)(config)
-    _load_strict(model, tensors, path)
+    _load_strict(model, tensors, path, config_file)
     model.eval()
     model.source = CheckpointSource(str(path.resolve()), fmt, _sha256(files))
     model.image_processor = processor
@@ -157,8 +166,32 @@ def _read_file(path: Path) -> tuple[StateDict, str]:
     )
 
 
-def _load_strict(model: BitPreTrainedModel, tensors: StateDict, path: Path) -> None:
-    """Load with every key and shape checked; the error names the first offenders."""
+def _config_beside(path: Path, tensors: StateDict) -> BitConfig | None:
+    """The transformers BiT config in ``config.json`` beside a weights file; None when there is none (or it is
+    timm's, which describes the architecture by name and is checked against the head instead)."""
+    file = path.parent / CONFIG_NAME
+    if not file.is_file():
+        return None
+    data = read_json_object(file, CONFIG_NAME)
+    if "model_type" in data:
+        return BitConfig.from_dict(data)  # refuses a model_type other than "bit", naming it
+    classes = data.get("num_classes")
+    if "architecture" in data:  # timm's config.json: the architecture is read off the tensors; check the head
+        head = tensors.get(HEAD_KEY)
+        if isinstance(classes, int) and head is not None and classes != head.shape[0]:
+            raise CheckpointError(
+                f"{file} says num_classes {classes} but {path} has a {head.shape[0]}-way head; they do not belong "
+                "together: pass the matching config, or move config.json away"
+            )
+        return None
+    raise ConfigError(
+        f"{file} sits beside {path.name} but is not a transformers BiT config (no model_type); pass the "
+        "checkpoint's own config.json, or move this one away"
+    )
+
+
+def _load_strict(model: BitPreTrainedModel, tensors: StateDict, path: Path, config_file: Path | None) -> None:
+    """Load with every key and shape checked; the error names the first offenders (and the config, if a file)."""
     tensors = _match_prefix(model, tensors)
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
@@ -174,7 +207,8 @@ def _load_strict(model: BitPreTrainedModel, tensors: StateDict, path: Path) -> N
             more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
             problems.append(f"{label}: {', '.join(items[:5])}{more}")
     if problems:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model; " + "; ".join(problems))
+        against = f"the config in {config_file}" if config_file is not None else "the model"
+        raise CheckpointError(f"{path}: checkpoint does not fit {against}; " + "; ".join(problems))
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
 
 

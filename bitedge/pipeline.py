@@ -30,7 +30,9 @@ from bitedge.fold import fold
 from bitedge.gate import Outputs, input_folded, record, reference_outputs, run_parity, simulated_outputs
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
+from bitedge.limits import check_image_size
 from bitedge.loading import DEMO_EVAL, load_model
+from bitedge.ownership import MANIFEST_NAME, REPORT_FILES, check_own_file
 from bitedge.parity import ParityReport
 from bitedge.provenance import build_manifest, file_metadata
 from bitedge.quantize import (
@@ -39,6 +41,7 @@ from bitedge.quantize import (
     calibration_batches,
     calibration_summary,
     calibration_table,
+    open_source,
 )
 from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
@@ -66,6 +69,7 @@ class Result:
     directory: Path
     manifest: Manifest
     report: ParityReport
+    warnings: tuple[str, ...] = ()  # e.g. a verdict that could not be written into a read-only artifact
 
 
 def convert(
@@ -73,17 +77,31 @@ def convert(
 ) -> list[Result]:
     """Build, verify and publish every job's artifact from one loaded, folded model."""
     inputs = [Path(model_source), options.eval_images, options.calibration.images, options.calibration.table]
-    _prepare_destinations(jobs, overwrite=options.overwrite, inputs=[p for p in inputs if p is not None])
-    with contextlib.ExitStack() as locks:
-        for job in jobs:
-            locks.enter_context(exclusive(job.directory))
-        return _convert_locked(model_source, jobs, options, log)
+    created_root = _prepare_destinations(jobs, overwrite=options.overwrite, inputs=[p for p in inputs if p is not None])
+    try:
+        with contextlib.ExitStack() as locks:
+            for job in jobs:
+                locks.enter_context(exclusive(job.directory, log=log))
+            return _convert_locked(model_source, jobs, options, log)
+    finally:
+        if created_root is not None:
+            _remove_if_empty(created_root)
 
 
 def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertOptions, log: Log) -> list[Result]:
     log(f"loading {model_source}")
     model = load_model(model_source, seed=options.seed)
     processor = resolve_processor(model.image_processor, options.image_size)
+    spec = ExportSpec(
+        processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
+        onnx_group_norm=options.onnx_group_norm, processor=processor, labels=tuple(model.config.labels),
+        coreml_target=options.coreml_target, tensor_input=options.tensor_input,
+    )  # fmt: skip
+    for job in jobs:  # every option combination, before any heavy work
+        get_converter(job.target).validate(job.precision, spec)
+    int8 = any(job.precision == Precision.INT8 for job in jobs)
+    # a bad table or calibration set fails now, not after the reference run
+    calibration_source = open_source(options.calibration, processor.input_size) if int8 else None
     images = scan_images(options.eval_images, model.config.labels)
     # the reference runs before folding, so its activations never sit on top of two weight copies
     log(f"running the float reference on {len(images.files)} evaluation images{_memory()}")
@@ -91,18 +109,12 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     log(f"folding (raw pixel input: {options.raw_pixel_input}){_memory()}")
     deploy = fold(model, raw_pixel_input=options.raw_pixel_input, processor=processor)
     release_weights(model)  # from here on the folded copy is the only one: two at most while converting
-    spec = ExportSpec(
-        processor.input_size, options.batch, options.raw_pixel_input, file_metadata(model, processor),
-        onnx_group_norm=options.onnx_group_norm, processor=processor, labels=tuple(model.config.labels),
-        coreml_target=options.coreml_target, tensor_input=options.tensor_input,
-    )  # fmt: skip
-    for job in jobs:
-        get_converter(job.target).validate(job.precision, spec)
     table: CalibrationTable | None = None
-    if any(job.precision == Precision.INT8 for job in jobs):
+    if int8:
         table = calibration_table(
-            model, deploy, processor, options.calibration, raw_pixels=options.raw_pixel_input, log=log
-        )
+            model, deploy, processor, options.calibration, raw_pixels=options.raw_pixel_input,
+            source=calibration_source, log=log,
+        )  # fmt: skip
         raw, calibration_options = options.raw_pixel_input, options.calibration
         spec = replace(
             spec,
@@ -122,7 +134,8 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
     for job in jobs:
         interrupts.check()
         converter = get_converter(job.target)
-        with atomic_directory(job.directory, overwrite=options.overwrite) as tmp:
+        with atomic_directory(job.directory, overwrite=options.overwrite) as staged:
+            tmp = staged.path
             job_spec = spec
             if job is jobs[-1]:  # nothing after this artifact needs the folded weights: let the converter free them
                 if job.precision == Precision.INT8 and spec.simulated is not None:
@@ -154,8 +167,14 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
                 extra_runners=converter.informational_runners(tmp, manifest),
             )  # fmt: skip
             record(tmp, manifest, report, images)
-        log(f"published {job.directory}{_memory()}")
-        results.append(Result(job.directory, manifest, report))
+            staged.passed = report.passed
+        directory = job.directory
+        if staged.published is not None and staged.published != job.directory.absolute():
+            directory = staged.published
+            log(f"{job.target} {job.precision} FAILED its parity gate: published to {directory}, beside the "
+                f"passing artifact {job.directory}, which is kept as it was")  # fmt: skip
+        log(f"published {directory}{_memory()}")
+        results.append(Result(directory, manifest, report))
     return results
 
 
@@ -201,7 +220,12 @@ def verify(
             f"{', '.join(changed)} changed since the artifact was written (sha256 differs from bitedge.json); "
             "convert again"
         )
-    record(directory, manifest, report, images)
+    try:
+        record(directory, manifest, report, images)
+    except OSError as exc:  # a read-only artifact: the verdict still stands, it just cannot be stored there
+        reason = exc.strerror or str(exc)
+        return Result(directory, manifest, report, (f"{directory}: could not write parity.json, parity.md or "
+                      f"bitedge.json ({reason}); the verdict above was not recorded in the artifact",))  # fmt: skip
     return Result(directory, manifest, report)
 
 
@@ -226,14 +250,15 @@ def resolve_processor(processor: BitImageProcessor | None, image_size: int | Non
         processor = replace(
             processor, size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
         )
+    check_image_size(processor.input_size, "--image-size" if image_size else "the checkpoint's preprocessing")
     return processor
 
 
-def _prepare_destinations(jobs: list[Job], *, overwrite: bool, inputs: list[Path]) -> None:
+def _prepare_destinations(jobs: list[Job], *, overwrite: bool, inputs: list[Path]) -> Path | None:
     """Fail before any work if an artifact cannot be written; create the root of several artifacts.
 
     A destination that is, or contains, one of the ``inputs`` (the model, its images) is refused: replacing
-    it would delete what the conversion reads.
+    it would delete what the conversion reads. Returns the root directory when this call created it.
     """
     for job in jobs:
         destination = job.directory.resolve()
@@ -242,13 +267,35 @@ def _prepare_destinations(jobs: list[Job], *, overwrite: bool, inputs: list[Path
                 raise BadInputError(
                     f"--out {job.directory} would replace {source}, an input of this conversion; choose another --out"
                 )
+    created = None
     if len(jobs) > 1:
         root = jobs[0].directory.parent
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        if (root / MANIFEST_NAME).exists():
             raise BadInputError(
-                f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
-            ) from None
-    for job in jobs:
-        check_destination(job.directory.absolute(), overwrite=overwrite)
+                f"{root}: is an artifact directory; several artifacts need a directory of their own "
+                "(they go into <out>/<target>-<precision>/): choose another --out"
+            )
+        for name in REPORT_FILES:  # rebuilt at the end: only bitedge's own may be there
+            check_own_file(root / name)
+        if not root.exists():
+            try:
+                root.mkdir(parents=True)
+            except OSError as exc:
+                raise BadInputError(
+                    f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
+                ) from None
+            created = root
+    try:
+        for job in jobs:
+            check_destination(job.directory.absolute(), overwrite=overwrite)
+    except BaseException:
+        if created is not None:
+            _remove_if_empty(created)
+        raise
+    return created
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove a directory this run created if nothing was published into it (locks are gone by now)."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()

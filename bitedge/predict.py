@@ -16,6 +16,7 @@ import numpy as np
 from bitedge.data import IMAGE_SUFFIXES
 from bitedge.errors import BadInputError, ImageError
 from bitedge.image_processor import BitImageProcessor, to_rgb_array
+from bitedge.integrity import STRICT, Allowances
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Classifier:
     description: str
     info: dict[str, Any]  # what runs it and how (runtime, precision, hints), for bench records
     fixed_batch: int | None = None  # artifacts exported with a fixed batch size
+    warnings: tuple[str, ...] = ()  # what the user allowed explicitly (a failed or unchecked artifact)
 
     def preprocess(self, image: str | Path | np.ndarray) -> np.ndarray:
         """(3, H, W) float32 as this classifier takes it (raw 0..255 for raw-pixel artifacts)."""
@@ -38,20 +40,25 @@ class Classifier:
         return processor.preprocess_one(to_rgb_array(image)).astype(np.float32)
 
 
-def open_classifier(spec: str | Path, *, threads: int | None = None, for_bench: bool = False) -> Classifier:
+def open_classifier(
+    spec: str | Path, *, threads: int | None = None, for_bench: bool = False, allow: Allowances = STRICT
+) -> Classifier:
     """An artifact directory (with bitedge.json), or anything ``load_model`` reads.
 
     Artifacts run in their runtime: as verified (``load_runner``), or configured as a deployment runs them
-    when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager.
+    when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager. An artifact that
+    failed its gate or changed since is refused unless ``allow`` says otherwise (``integrity``).
     """
     from bitedge.artifact import MANIFEST_NAME, Manifest
 
     path = Path(spec)
     if (path / MANIFEST_NAME).is_file():
         from bitedge.converters import get_converter
+        from bitedge.integrity import check_artifact
         from bitedge.targets import Target
 
         manifest = Manifest.read(path)
+        warnings = check_artifact(path, manifest, allow)
         converter = get_converter(Target(manifest.target))
         converter.check_runtime()
         info: dict[str, Any] = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision}
@@ -64,9 +71,10 @@ def open_classifier(spec: str | Path, *, threads: int | None = None, for_bench: 
         raw = bool(manifest.input.get("raw_pixels"))
         batch = manifest.input["shape"][0]
         description = f"{manifest.target} {manifest.precision}"
-        return Classifier(
-            run, processor, raw, list(manifest.labels), description, info, batch if isinstance(batch, int) else None
-        )
+        if warnings:
+            info["warnings"] = warnings
+        fixed = batch if isinstance(batch, int) else None
+        return Classifier(run, processor, raw, list(manifest.labels), description, info, fixed, tuple(warnings))
     import torch
 
     from bitedge.loading import load_model

@@ -12,7 +12,7 @@ from torch import nn
 
 from bitedge.calibration.calibrate import DEFAULT_METHOD, collect_ranges, make_table
 from bitedge.calibration.recipe import select_layers
-from bitedge.calibration.sources import open_calibration
+from bitedge.calibration.sources import CalibrationData, open_calibration
 from bitedge.calibration.table import CalibrationTable
 from bitedge.image_processor import BitImageProcessor
 from bitedge.loading import DEMO_CALIBRATION
@@ -32,6 +32,17 @@ class CalibrationOptions:
     strict_images: bool = False
 
 
+def open_source(
+    options: CalibrationOptions, input_size: tuple[int, int] | None = None
+) -> CalibrationTable | CalibrationData:
+    """The table to reuse, or the calibration data, opened and checked (cheap: before any model work)."""
+    if options.table is not None:
+        return CalibrationTable.load(options.table)
+    return open_calibration(
+        options.images, size=options.size, seed=options.seed, strict=options.strict_images, input_size=input_size
+    )
+
+
 def calibration_table(
     model: BitPreTrainedModel,
     deploy: nn.Module,
@@ -39,19 +50,22 @@ def calibration_table(
     options: CalibrationOptions,
     *,
     raw_pixels: bool,
+    source: CalibrationTable | CalibrationData | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> CalibrationTable:
-    """The table for ``deploy``: reused from ``options.table`` (after checking it fits) or calibrated now."""
+    """The table for ``deploy``: reused from ``options.table`` (after checking it fits) or calibrated now.
+
+    ``source`` is what ``open_source(options)`` returned, when the caller checked it early."""
     sha = model.source.sha256 if model.source else None
-    if options.table is not None:
-        table = CalibrationTable.load(options.table)
+    data = source if source is not None else open_source(options, processor.input_size)
+    if isinstance(data, CalibrationTable):
+        table = data
         layers, _ = select_layers(deploy, list(table.excluded))
         table.check_matches(model_sha256=sha, size=list(processor.input_size), raw_pixels=raw_pixels, layers=layers)
         log(f"reusing calibration table {options.table} ({table.method})")
         return table
     from tqdm import tqdm
 
-    data = open_calibration(options.images, size=options.size, seed=options.seed, strict=options.strict_images)
     log(f"calibrating on {len(data.paths) or 'the array of'} images from {options.images} ({options.method})")
     ranges, excluded = collect_ranges(
         deploy, data, processor, exclude=list(options.exclude), raw_pixels=raw_pixels,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,10 @@ import numpy as np
 from bitedge import __version__
 from bitedge.artifact import MANIFEST_NAME, Manifest, write_atomic
 from bitedge.errors import BadInputError
-from bitedge.gate import ARTIFACT_VS_SIMULATED, OUTPUTS_FILE
+from bitedge.gate import ARTIFACT_VS_SIMULATED
+from bitedge.integrity import STRICT, Allowances, changed_files
+from bitedge.jsonfiles import read_json_file
+from bitedge.ownership import OUTPUTS_FILE, REPORT_FILES, REPORT_TITLE, check_own_file
 
 MAX_FLIPS = 8
 
@@ -36,10 +39,24 @@ class Entry:
     parity: dict[str, Any]
     outputs: dict[str, np.ndarray] | None
     latency_ms: float | None = None
+    modified: list[str] = field(default_factory=list)  # files changed since the artifact was verified
 
     @property
     def name(self) -> str:
         return f"{self.manifest.target} {self.manifest.precision}"
+
+    @property
+    def verdict(self) -> str:
+        if self.modified:
+            return "MODIFIED"
+        return "PASS" if self.manifest.status == "passed" else "FAIL"
+
+
+@dataclass(frozen=True)
+class Built:
+    html: Path
+    markdown: Path
+    problems: list[str]  # failed or modified artifacts in the report that the user did not allow
 
 
 def find_artifacts(root: Path) -> list[Path]:
@@ -51,32 +68,54 @@ def find_artifacts(root: Path) -> list[Path]:
     return found
 
 
-def load_entries(root: Path) -> list[Entry]:
-    bench = json.loads((root / "bench.json").read_text()) if (root / "bench.json").is_file() else None
+def load_entries(root: Path, *, verify_hashes: bool = True) -> list[Entry]:
+    bench = read_json_file(root / "bench.json", "bench results") if (root / "bench.json").is_file() else None
     entries = []
     for directory in find_artifacts(root):
         manifest = Manifest.read(directory)
-        parity = json.loads((directory / "parity.json").read_text()) if (directory / "parity.json").is_file() else {}
+        parity_file = directory / "parity.json"
+        parity = read_json_file(parity_file, "parity report") if parity_file.is_file() else {}
+        if not isinstance(parity, dict):
+            raise BadInputError(f"{parity_file}: not a bitedge parity report; run bitedge verify {directory}")
         outputs = None
         if (directory / OUTPUTS_FILE).is_file():
-            with np.load(directory / OUTPUTS_FILE, allow_pickle=False) as data:
-                outputs = {k: data[k] for k in data.files}
+            try:
+                with np.load(directory / OUTPUTS_FILE, allow_pickle=False) as data:
+                    outputs = {k: data[k] for k in data.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise BadInputError(f"{directory / OUTPUTS_FILE}: unreadable ({exc}); run bitedge verify") from None
         latency = None
         if bench:
-            stats = bench["runs"][0]["stats"].get(str(directory))
-            latency = stats["median_ms"] if stats else None
-        entries.append(Entry(directory, manifest, parity, outputs, latency))
+            try:
+                stats = bench["runs"][0]["stats"].get(str(directory))
+                latency = float(stats["median_ms"]) if stats else None
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                raise BadInputError(f"{root / 'bench.json'}: not bitedge bench results; remove it") from None
+        modified = changed_files(directory, manifest) if verify_hashes else []
+        entries.append(Entry(directory, manifest, parity, outputs, latency, modified))
     return entries
 
 
-def build_report(root: Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` into ``root``; returns their paths."""
-    entries = load_entries(root)
+def build_report(root: Path, *, allow: Allowances = STRICT) -> Built:
+    """Write ``report.html`` and ``report.md`` into ``root``.
+
+    Failed and modified artifacts are shown as such (FAIL, MODIFIED); unless ``allow`` accepts them they are
+    also returned as problems, for the caller's exit code.
+    """
+    entries = load_entries(root, verify_hashes=not allow.modified)
+    html_path, md_path = (root / name for name in REPORT_FILES)
+    for path in (html_path, md_path):
+        check_own_file(path)  # rebuild bitedge's own report, never a file of the user's
     rows = [_row(e) for e in entries]
-    html_path, md_path = root / "report.html", root / "report.md"
     write_atomic(html_path, _html(entries, rows))
     write_atomic(md_path, _markdown(entries, rows))
-    return html_path, md_path
+    problems = [
+        f"{e.directory}: {', '.join(e.modified[:3])} changed since the artifact was verified" for e in entries
+        if e.modified
+    ]  # fmt: skip
+    if not allow.failed:
+        problems += [f"{e.directory}: failed its parity gate" for e in entries if e.verdict == "FAIL"]
+    return Built(html_path, md_path, problems)
 
 
 def _row(e: Entry) -> dict[str, str]:
@@ -97,7 +136,7 @@ def _row(e: Entry) -> dict[str, str]:
         "cosine / SNR": f"{first.get('cosine_mean', float('nan')):.5f} / {p.get('snr_db', float('nan')):.1f} dB",
         "int8 fidelity": f"{fidelity['top1']:.2%}" if fidelity else "-",
         "latency": f"{e.latency_ms:.2f} ms" if e.latency_ms is not None else "-",
-        "verdict": "PASS" if e.manifest.status == "passed" else "FAIL",
+        "verdict": e.verdict,
     }
 
 
@@ -194,7 +233,7 @@ def _thumbnail(path: str) -> str:
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;font-size:.9rem}
-th{background:#f3f3f3}.PASS{color:#0a7a2f;font-weight:bold}.FAIL{color:#b00020;font-weight:bold}
+th{background:#f3f3f3}.PASS{color:#0a7a2f;font-weight:bold}.FAIL,.MODIFIED{color:#b00020;font-weight:bold}
 .flips{display:flex;flex-wrap:wrap;gap:.8rem}.flip{font-size:.75rem;text-align:center;width:110px}
 img.plot{max-width:100%;border:1px solid #eee}
 """
@@ -239,8 +278,9 @@ def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
     )
     created = datetime.now(UTC).isoformat(timespec="seconds")
     return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bitedge conversion report</title>"
-        f"<style>{CSS}</style></head><body><h1>bitedge conversion report</h1>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{REPORT_TITLE}</title>"
+        f"<meta name='generator' content='bitedge {__version__}'><style>{CSS}</style></head>"
+        f"<body><h1>{REPORT_TITLE}</h1>"
         f"<p>Model: {esc(str(source.get('path')))} ({esc(str(source.get('format')))}, sha256 "
         f"{esc(str(source.get('sha256')))}). Built {created} by bitedge {__version__}.</p>"
         + "".join(sections)
@@ -250,7 +290,7 @@ def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
 
 def _markdown(entries: list[Entry], rows: list[dict[str, str]]) -> str:
     head = list(rows[0])
-    lines = ["# bitedge conversion report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"# {REPORT_TITLE}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
     for e in entries:
         flips = _flips(e)

@@ -60,7 +60,7 @@ class CalibrationData:
         """Preprocessed float32 batches; skipped images are recorded in the manifest."""
         self.manifest.preprocessing = processor.to_dict() | {"raw_pixels": raw_pixels}
         if self.array_path is not None:
-            yield from self._array_batches(self.array_path, batch_size)
+            yield from self._array_batches(self.array_path, batch_size, processor.input_size)
             return
         if raw_pixels:
             processor = replace(processor, do_rescale=False, do_normalize=False)
@@ -85,8 +85,8 @@ class CalibrationData:
                 f"{self.manifest.source}: none of the {len(self.paths)} calibration images is readable"
             )
 
-    def _array_batches(self, array_path: Path, batch_size: int) -> Iterator[np.ndarray]:
-        array = _open_array(array_path)
+    def _array_batches(self, array_path: Path, batch_size: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        array = _open_array(array_path, size)
         indices = _sample(list(range(len(array))), self.manifest.requested, self.manifest.seed)
         self.manifest.used = len(indices)
         for start in range(0, len(indices), batch_size):
@@ -94,14 +94,21 @@ class CalibrationData:
 
 
 def open_calibration(
-    source: str | Path, *, size: int | None = None, seed: int = 0, strict: bool = False
+    source: str | Path,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    strict: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> CalibrationData:
-    """Resolve a calibration source (folder, list file, .npy/.npz) into a deterministic, hashed selection."""
+    """Resolve a calibration source (folder, list file, .npy/.npz) into a deterministic, hashed selection.
+
+    ``input_size`` (H, W), when known, is checked against a pixel array's now, before any model work."""
     path = Path(source)
     if size is not None and size <= 0:
         raise BadInputError(f"calibration size must be positive, got {size}")
     if path.suffix.lower() in (".npy", ".npz") and path.is_file():
-        _open_array(path)  # validate now, before any model work
+        _open_array(path, input_size)  # validate now, before any model work
         manifest = CalibrationManifest(str(path), "array", seed, size, array_sha256=sha256_file(path))
         return CalibrationData(manifest, [], path, strict)
     if path.is_dir():
@@ -138,7 +145,7 @@ def _read_list(path: Path) -> list[Path]:
     return files
 
 
-def _open_array(path: Path) -> np.ndarray:
+def _open_array(path: Path, input_size: tuple[int, int] | None = None) -> np.ndarray:
     array: np.ndarray
     try:
         if path.suffix.lower() == ".npy":
@@ -155,5 +162,15 @@ def _open_array(path: Path) -> np.ndarray:
     if array.ndim != 4 or array.shape[1] != 3 or len(array) == 0 or not np.issubdtype(array.dtype, np.floating):
         raise BadInputError(
             f"{path}: expected preprocessed float pixel values (N, 3, H, W), got {array.dtype} {array.shape}"
+        )
+    for start in range(0, len(array), 64):  # chunks: an .npy is memory-mapped and may be larger than memory
+        chunk = np.asarray(array[start : start + 64])
+        if not np.isfinite(chunk).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1))[0])
+            raise BadInputError(f"{path}: sample {bad} holds NaN or inf; calibration needs finite pixel values")
+    if input_size is not None and tuple(array.shape[2:]) != tuple(input_size):
+        raise BadInputError(
+            f"{path}: pixels are {array.shape[2]}x{array.shape[3]}, but the model takes {input_size[0]}x"
+            f"{input_size[1]}; preprocess the calibration array at the model's input size (or pass --image-size)"
         )
     return array

@@ -68,6 +68,7 @@ class Converter(ABC):
     precisions: ClassVar[tuple[Precision, ...]]
     extra: ClassVar[str]  # pip extra that installs the runtime: bitedge[<extra>]
     modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
+    quantizers: ClassVar[tuple[str, ...]] = ("bitedge",)  # int8 quantizers it offers, the default first
 
     def check_runtime(self) -> None:
         """Raise MissingRuntimeError unless the runtime imports."""

@@ -47,6 +47,7 @@ class OpenVinoConverter(Converter):
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
     extra = "openvino"
     modules = ("openvino",)
+    quantizers = QUANTIZERS
 
     def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
         import openvino as ov

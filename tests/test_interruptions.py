@@ -56,7 +56,11 @@ def test_signal_mid_conversion_leaves_nothing_half_written(tmp_path: Path, stage
     log += rest.decode(errors="replace")
     assert process.returncode == 130, log[-800:]
     assert "interrupted" in log
+    if not out.exists():  # nothing was published: the output directory this run created is gone too
+        assert stage in ("onnx-export", "calibration"), stage
+        return
     published = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert published
     for artifact in published:  # whatever was published before the signal is complete and verified
         if artifact.is_dir():
             assert json.loads((artifact / "bitedge.json").read_text())["status"] == "passed"

@@ -11,7 +11,7 @@ import errno
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bitedge import __version__, interrupts
@@ -26,6 +26,14 @@ from bitedge.cli.commands import (
     run_report,
     run_verify,
 )
+from bitedge.limits import (
+    IMAGE_SIZE_REASON,
+    MAX_BATCH,
+    MAX_CALIBRATION_SIZE,
+    MAX_IMAGE_SIZE,
+    MAX_THREADS,
+    MIN_IMAGE_SIZE,
+)
 from bitedge.targets import ONNX_GROUP_NORMS
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -37,10 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy BiT (Big Transfer) classifiers to edge runtimes, with verified parity.",
     )
     parser.add_argument("--version", action="version", version=f"bitedge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)  # --debug also after the command name
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     inspect = commands.add_parser(
         "inspect",
+        parents=[common],
         help="describe a model (architecture, parameters, MACs, sha256) or an artifact (its manifest)",
         description="Describe a BiT checkpoint or preset: architecture, parameter count, MACs at a "
         "resolution, checkpoint format and sha256.",
@@ -55,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
+        parents=[common],
         help="convert a model for target runtimes and verify each artifact there",
         description="Fold, convert and verify. With no arguments: the bundled demo model, to every target "
         "installed here, at every precision each supports, verified on the bundled evaluation images. "
@@ -88,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=_batch, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
     )
     _deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
-    convert.add_argument("--threads", type=_positive_int, help="runtime threads for verification")
+    convert.add_argument("--threads", type=_threads, help="runtime threads for verification")
     convert.add_argument(
-        "--onnx-group-norm", choices=ONNX_GROUP_NORMS, default=ONNX_GROUP_NORMS[0],
+        "--onnx-group-norm", choices=ONNX_GROUP_NORMS,
         help="GroupNorm in the onnx target: an InstanceNormalization chain (default; onnxruntime's CPU "
         "provider runs it in ~18%% less time) or the native GroupNormalization-21 op",
     )  # fmt: skip
@@ -110,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser(
         "calibrate",
+        parents=[common],
         help="compute an int8 calibration table to reuse across targets",
         description="Run calibration images through the folded model and write the int8 ranges of every "
         "quantized layer as a JSON table (reuse it with bitedge convert --calibration-table).",
@@ -122,21 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
+        parents=[common],
         help="time artifacts (and float models) under one latency protocol",
         description="Time each TARGET (an artifact directory, or a model: the float PyTorch reference, "
         "eager) on real preprocessed images: warm-up, then interleaved timed runs until both --runs and "
         "--duration are reached; reports median, p90, p99, mean, min, throughput and ratios to the first.",
     )
     bench.add_argument("targets", nargs="+", metavar="TARGET", help="artifact directories or models")
-    bench.add_argument("--batch", nargs="+", type=_positive_int, default=[1], metavar="N", help="batch sizes")
-    bench.add_argument("--threads", type=_positive_int, default=None, help="runtime threads (default: runtime's)")
-    bench.add_argument("--runs", type=_positive_int, default=50, help="minimum timed runs (default 50)")
+    bench.add_argument("--batch", nargs="+", type=_batch_size, default=[1], metavar="N", help="batch sizes")
+    bench.add_argument("--threads", type=_threads, default=None, help="runtime threads (default: runtime's)")
+    bench.add_argument(
+        "--runs", type=_bounded_int(1, 1_000_000, "the protocol's medians settle long before"), default=50,
+        help="minimum timed runs (default 50)",
+    )  # fmt: skip
     bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
+    _integrity_arguments(bench)
     bench.set_defaults(handler=run_bench)
 
     predict = commands.add_parser(
         "predict",
+        parents=[common],
         help="classify images with an artifact (in its runtime) or a model",
         description="Run an artifact (or the float model) on images with its own preprocessing and labels "
         "and print the top-k labels with scores. Exit 2 if an image could not be read (the others are "
@@ -146,19 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     predict.add_argument("--top-k", type=_positive_int, default=5, help="labels to show per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON records")
-    predict.add_argument("--threads", type=_positive_int, help="runtime threads")
+    predict.add_argument("--threads", type=_threads, help="runtime threads")
+    _integrity_arguments(predict)
     predict.set_defaults(handler=run_predict)
 
     report = commands.add_parser(
         "report",
+        parents=[common],
         help="rebuild report.html and report.md from the artifacts in a directory",
         description="One page across all artifacts under DIR: sizes, parity, accuracy, plots, flipped images.",
     )
     report.add_argument("root", type=Path, metavar="DIR", help="a convert --out directory")
+    _integrity_arguments(report)
     report.set_defaults(handler=run_report)
 
     build_engine = commands.add_parser(
         "build-engine",
+        parents=[common],
         help="build the TensorRT engine of a tensorrt bundle, on the device that will run it",
         description="Build model.engine from a tensorrt bundle's ONNX and build spec (needs tensorrt and an "
         "NVIDIA GPU), record the TensorRT version and GPU, then re-verify parity with the engine.",
@@ -168,12 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
+        parents=[common],
         help="re-run the parity gate on an existing artifact",
         description="Re-run the parity gate of an artifact from its manifest; updates parity.json/.md.",
     )
     verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
-    verify.add_argument("--threads", type=_positive_int, help="runtime threads")
+    verify.add_argument("--threads", type=_threads, help="runtime threads")
     verify.set_defaults(handler=run_verify)
     return parser
 
@@ -184,7 +209,12 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
     ``restore_signals=False`` (the ``bitedge`` process) keeps bitedge's handler after the run: a signal then
     is only recorded (the work is over), and ``run`` exits 130 without interpreter teardown.
     """
+    for stream in (sys.stdout, sys.stderr):  # file names need not be UTF-8: print them escaped, never crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     from bitedge.errors import BitEdgeError
 
     # Ctrl-C and SIGTERM (a kill, a CI timeout) unwind the same way: temp directories are removed, nothing
@@ -203,11 +233,24 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
         if isinstance(exc, BitEdgeError):
             print(f"bitedge: error: {exc}", file=sys.stderr)
             return exc.exit_code
+        if debug:
+            raise
         if isinstance(exc, OSError):  # the machine, not the input: a full disk, a file-size limit, ...
             where = f"{exc.filename}: " if exc.filename else ""
             print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
             return 1
-        raise
+        if isinstance(exc, MemoryError):
+            print(
+                "bitedge: error: out of memory; use a smaller --image-size, --batch or model (nothing was left "
+                "half-written)", file=sys.stderr,
+            )  # fmt: skip
+            return 1
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(
+            f"bitedge: error: unexpected {type(exc).__name__}{': ' + first if first else ''} (a bug in bitedge; "
+            "nothing was left half-written; run again with --debug for the traceback)", file=sys.stderr,
+        )  # fmt: skip
+        return 1
     finally:
         interrupts.finish()  # from here on a signal is recorded, never raised
         if restore_signals and not interrupts.received():  # after a signal, stay deaf to repeats
@@ -277,7 +320,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:
     """What decides the deploy graph (shared by convert and calibrate, whose tables must match it)."""
-    parser.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size (default: checkpoint's)")
+    parser.add_argument(
+        "--image-size", type=_bounded_int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON), metavar="PX",
+        help=f"input size, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default: checkpoint's)",
+    )  # fmt: skip
     parser.add_argument(
         "--raw-pixel-input", action="store_true",
         help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
@@ -296,12 +342,16 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
     if with_table:
         group.add_argument("--calibration-table", type=Path, metavar="TABLE.json", help="reuse this table")
     group.add_argument(
-        "--calibration-method", default=DEFAULT_METHOD, choices=METHODS,
+        "--calibration-method", choices=METHODS,
         help=f"how activation ranges are chosen (default: {DEFAULT_METHOD}, the best measured)",
     )  # fmt: skip
-    group.add_argument("--calibration-size", type=_positive_int, default=512, metavar="N", help="seeded sample size")
-    group.add_argument("--calibration-seed", type=int, default=0, help="seed of the sample (default: 0)")
-    group.add_argument("--exclude", nargs="+", default=[], metavar="LAYER", help="keep layers in float: stem, head, …")
+    group.add_argument(
+        "--calibration-size", metavar="N",
+        type=_bounded_int(1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
+        help="seeded sample size (default: 512)",
+    )  # fmt: skip
+    group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
+    group.add_argument("--exclude", nargs="+", metavar="LAYER", help="keep layers in float: stem, head, …")
     group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
     if with_table:
         group.add_argument(
@@ -310,8 +360,20 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
         )  # fmt: skip
 
 
+def _integrity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Artifacts are used only as verified: these flags accept a failed or changed one, and it is said so."""
+    parser.add_argument(
+        "--allow-failed", action="store_true",
+        help="use artifacts whose parity gate failed (refused by default; the output says it was allowed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-verify-hashes", action="store_true",
+        help="skip checking artifact files against the sha256 recorded in bitedge.json (checked by default)",
+    )  # fmt: skip
+
+
 def _batch(text: str) -> int | None:
-    return None if text == "dynamic" else _positive_int(text)
+    return None if text == "dynamic" else _batch_size(text)
 
 
 def _positive_float(text: str) -> float:
@@ -319,9 +381,21 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds in (0, 3600], got {value}")
     return value
+
+
+def _bounded_int(low: int, high: int, reason: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; the error gives the reason for the bound."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text) if low > 0 else int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}..{high}, got {value}: {reason}")
+        return value
+
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -332,3 +406,7 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+_batch_size = _bounded_int(1, MAX_BATCH, "one call's activations must fit in memory")
+_threads = _bounded_int(1, MAX_THREADS, "more threads than that only add contention")

@@ -47,22 +47,73 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that choose how a table is calibrated: a reused table (--calibration-table) has fixed all of them.
+_CALIBRATING_FLAGS = ("calibration", "calibration_method", "calibration_size", "calibration_seed", "exclude",
+                      "strict_images")  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _calibration_options(args: argparse.Namespace) -> Any:
+    from bitedge.calibration import DEFAULT_METHOD
+    from bitedge.errors import BadInputError
     from bitedge.loading import DEMO_CALIBRATION
     from bitedge.quantize import CalibrationOptions
 
+    table = getattr(args, "calibration_table", None)
+    if table is not None:
+        given = [_flag(name) for name in _CALIBRATING_FLAGS if getattr(args, name)]
+        if given:
+            raise BadInputError(
+                f"--calibration-table {table} fixes the calibration; {', '.join(given)} would be ignored: drop "
+                "them, or drop --calibration-table to calibrate anew"
+            )
     return CalibrationOptions(
         images=args.calibration or DEMO_CALIBRATION,
-        table=getattr(args, "calibration_table", None),
-        method=args.calibration_method,
-        size=args.calibration_size,
-        seed=args.calibration_seed,
-        exclude=tuple(args.exclude),
+        table=table,
+        method=args.calibration_method or DEFAULT_METHOD,
+        size=args.calibration_size or 512,
+        seed=args.calibration_seed or 0,
+        exclude=tuple(args.exclude or ()),
         strict_images=args.strict_images,
     )
 
 
+def _check_flags_apply(args: argparse.Namespace, jobs: list[Any]) -> None:
+    """A flag that no planned artifact uses is a mistake, not something to ignore silently."""
+    from bitedge.converters import get_converter
+    from bitedge.errors import BadInputError
+    from bitedge.targets import Precision, Target
+
+    int8 = [job for job in jobs if job.precision == Precision.INT8]
+    planned = ", ".join(f"{job.target} {job.precision}" for job in jobs)
+    if not int8:
+        given = [_flag(n) for n in (*_CALIBRATING_FLAGS, "calibration_table", "quantizer") if getattr(args, n)]
+        if given:
+            raise BadInputError(
+                f"{', '.join(given)} only apply to int8, and none of the planned artifacts is int8 ({planned}); "
+                "add --precision int8 or drop them"
+            )
+    for flag, target in (("onnx_group_norm", Target.ONNX), ("coreml_target", Target.COREML),
+                         ("tensor_input", Target.COREML)):  # fmt: skip
+        if getattr(args, flag) and not any(job.target == target for job in jobs):
+            raise BadInputError(
+                f"{_flag(flag)} only applies to the {target} target, which is not planned ({planned}); "
+                f"add --target {target} or drop it"
+            )
+    if args.quantizer:
+        refusing = sorted({str(j.target) for j in int8 if args.quantizer not in get_converter(j.target).quantizers})
+        if refusing:
+            raise BadInputError(
+                f"--quantizer {args.quantizer} is not available for {', '.join(refusing)} (they quantize with "
+                "bitedge's table); name the targets that offer it with --target, e.g. --target openvino"
+            )
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
+    from bitedge.calibration.table import CalibrationTable
     from bitedge.errors import BadInputError
     from bitedge.fold import fold
     from bitedge.loading import load_model
@@ -73,6 +124,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise BadInputError(f"{args.out}: is a directory; give the table's file name, e.g. {args.out}/table.json")
     if args.out.exists() and not args.overwrite:
         raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
+    if args.out.exists():
+        try:
+            CalibrationTable.load(args.out)
+        except BadInputError:
+            raise BadInputError(
+                f"{args.out}: exists and is not a bitedge calibration table; it is left untouched: choose another --out"
+            ) from None
     if not args.out.parent.is_dir():
         raise BadInputError(f"{args.out.parent}: directory does not exist; create it first")
     model = load_model(args.model, seed=args.seed)
@@ -87,15 +145,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from bitedge.integrity import Allowances
     from bitedge.jobs import plan_jobs
     from bitedge.loading import DEMO_EVAL
     from bitedge.pipeline import ConvertOptions, convert
-    from bitedge.targets import parse_precision, parse_target
+    from bitedge.targets import ONNX_GROUP_NORMS, parse_precision, parse_target
 
     named = args.target and args.target != ["all"]
-    targets = [parse_target(t) for t in args.target] if named else None
-    precisions = [parse_precision(p) for p in args.precision] if args.precision else None
+    # each named once: a repeated name would otherwise plan the same artifact twice
+    targets = list(dict.fromkeys(parse_target(t) for t in args.target)) if named else None
+    precisions = list(dict.fromkeys(parse_precision(p) for p in args.precision)) if args.precision else None
     jobs, skipped = plan_jobs(targets, precisions, args.out)
+    _check_flags_apply(args, jobs)
     options = ConvertOptions(
         eval_images=args.eval_images or DEMO_EVAL,
         image_size=args.image_size,
@@ -106,10 +167,14 @@ def run_convert(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibration=_calibration_options(args),
         quantizer=args.quantizer,
-        onnx_group_norm=args.onnx_group_norm,
+        onnx_group_norm=args.onnx_group_norm or ONNX_GROUP_NORMS[0],
         coreml_target=args.coreml_target,
         tensor_input=args.tensor_input,
     )
+    if args.bench:
+        from bitedge.benchrun import check_out
+
+        check_out(args.out)
     for skip in skipped:
         _log(f"skipping {skip.target}: {skip.reason}")
     results = convert(args.model, jobs, options, log=_log)
@@ -117,39 +182,59 @@ def run_convert(args: argparse.Namespace) -> int:
         print("\n".join(result.report.summary_lines()))
     print(_table(results, [(s.target, s.reason) for s in skipped]))
     root = args.out if len(results) > 1 else None
+    # this run's artifacts were just verified; a failed one is timed and reported as such (the exit code says it)
+    own = Allowances(failed=True)
     if args.bench:
         from bitedge.bench import Protocol
         from bitedge.benchrun import bench, table, write
 
         _log("timing every artifact (batch 1, short protocol)")
-        timed = bench([str(r.directory) for r in results], batches=[1], threads=args.threads,
-                      protocol=Protocol(5, 0.5, 20, 1.0))  # fmt: skip
+        protocol = Protocol(5, 0.5, 20, 1.0)
+        timed = bench([str(r.directory) for r in results], batches=[1], threads=args.threads, protocol=protocol,
+                      allow=own)  # fmt: skip
         print(table(timed))
-        write(timed, root or args.out, Protocol(5, 0.5, 20, 1.0))
+        write(timed, root or results[0].directory, protocol)
     if root is not None:
         from bitedge.report import build_report
 
         _log(f"writing the report in {root}")
-        html_path, _ = build_report(root)
-        print(f"report: {html_path}")
+        built = build_report(root, allow=own)
+        _warn(built.problems)
+        print(f"report: {built.html}")
     return 0 if all(r.report.passed for r in results) else 1
 
 
 def run_report(args: argparse.Namespace) -> int:
     from bitedge.report import build_report
 
-    html_path, md_path = build_report(args.root)
-    print(f"report: {html_path} and {md_path}")
-    return 0
+    built = build_report(args.root, allow=_allowances(args))
+    print(f"report: {built.html} and {built.markdown}")
+    for problem in built.problems:
+        print(f"bitedge: error: {problem} (shown in the report; pass --allow-failed/--no-verify-hashes to accept)",
+              file=sys.stderr)  # fmt: skip
+    return 1 if built.problems else 0
+
+
+def _allowances(args: argparse.Namespace) -> Any:
+    from bitedge.integrity import Allowances
+
+    return Allowances(failed=args.allow_failed, modified=args.no_verify_hashes)
+
+
+def _warn(warnings: Any) -> None:
+    for warning in warnings:
+        print(f"bitedge: warning: {warning}", file=sys.stderr)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from bitedge.bench import Protocol
-    from bitedge.benchrun import bench, table, write
+    from bitedge.benchrun import bench, check_out, table, write
 
     protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
+    if args.out:
+        check_out(args.out)
     _log(f"timing {len(args.targets)} target(s), interleaved, batch {args.batch}")
-    results = bench(args.targets, batches=args.batch, threads=args.threads, protocol=protocol)
+    results = bench(args.targets, batches=args.batch, threads=args.threads, protocol=protocol, allow=_allowances(args))
     print(table(results))
     if args.out:
         write(results, args.out, protocol)
@@ -160,7 +245,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from bitedge.predict import expand_images, open_classifier, predict
 
-    classifier = open_classifier(args.target, threads=args.threads)
+    classifier = open_classifier(args.target, threads=args.threads, allow=_allowances(args))
+    _warn(classifier.warnings)
     records = predict(classifier, expand_images(args.images), top_k=args.top_k)
     if args.json:
         print(json.dumps(records, indent=2))
@@ -202,6 +288,7 @@ def run_verify(args: argparse.Namespace) -> int:
     result = verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log)
     print("\n".join(result.report.summary_lines()))
     print(_table([result], []))
+    _warn(result.warnings)
     return 0 if result.report.passed else 1
 
 

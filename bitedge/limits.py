@@ -1,0 +1,26 @@
+"""Sane bounds on sizes, each with its reason: past them a run would exhaust memory or time, not help.
+
+Checked where a size enters (command-line arguments, a checkpoint's preprocessing), before any work.
+"""
+
+from __future__ import annotations
+
+from bitedge.errors import BadInputError
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 2048
+IMAGE_SIZE_REASON = (
+    "BiT downsamples 32x, and at 2048 px one image's activations already take several GB "
+    "(BiT checkpoints are trained at 128-480 px)"
+)
+MAX_BATCH = 1024  # a fixed batch dimension; past it one call's activations no longer fit a machine
+MAX_THREADS = 1024
+MAX_CALIBRATION_SIZE = 1_000_000  # a seeded sample; thousands already saturate every range method
+
+
+def check_image_size(size: tuple[int, int], what: str) -> None:
+    """Refuse an input size outside [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], naming where it came from."""
+    if not all(MIN_IMAGE_SIZE <= side <= MAX_IMAGE_SIZE for side in size):
+        raise BadInputError(
+            f"{what}: input size {size[0]}x{size[1]} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px: "
+            f"{IMAGE_SIZE_REASON}; choose an --image-size in that range"
+        )
