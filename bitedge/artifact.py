@@ -11,94 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bitedge import interrupts
 from bitedge.errors import BadInputError
-from bitedge.hashing import sha256_file
 from bitedge.ownership import MANIFEST_NAME, artifact_status, check_replaceable
-
-FORMAT_VERSION = 1
-
-
-@dataclass
-class Manifest:
-    """What ``bitedge.json`` records about one artifact (DESIGN.md's artifact contract)."""
-
-    target: str
-    precision: str
-    files: list[str]
-    input: dict[str, Any]  # name, shape, dtype, raw_pixels
-    output: dict[str, Any]  # name, shape
-    source: dict[str, Any]  # path, format, sha256
-    model_config: dict[str, Any]
-    preprocessing: dict[str, Any]
-    labels: list[str]
-    tool_versions: dict[str, str]
-    calibration: dict[str, Any] | None = None
-    file_sha256: dict[str, str] = field(default_factory=dict)  # every file in ``files``, hashed when written
-    conversion: dict[str, Any] = field(default_factory=dict)  # the options that shaped the artifact
-    parity: dict[str, Any] = field(default_factory=dict)  # summary; full report in parity.json
-    status: str = "unverified"  # "passed" | "failed" | "unverified"
-    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    format_version: int = FORMAT_VERSION
-
-    def hash_files(self, directory: Path) -> None:
-        """Record the sha256 of every artifact file (they are complete: the converter has returned)."""
-        self.file_sha256 = {name: sha256_file(directory / name) for name in self.files}
-
-    def changed_files(self, directory: Path) -> list[str]:
-        """Files whose content no longer matches the hash recorded when the artifact was written."""
-        return [name for name, digest in self.file_sha256.items() if sha256_file(directory / name) != digest]
-
-    def write(self, directory: Path) -> Path:
-        return write_json_atomic(directory / MANIFEST_NAME, asdict(self))
-
-    @classmethod
-    def read(cls, directory: str | Path) -> Manifest:
-        directory = Path(directory)
-        file = directory / MANIFEST_NAME
-        if not file.is_file():
-            raise BadInputError(f"{directory}: not a bitedge artifact (no {MANIFEST_NAME}); run bitedge convert first")
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            known = {f.name for f in fields(cls)}
-            manifest = cls(**{k: v for k, v in data.items() if k in known})
-        except (ValueError, TypeError) as exc:
-            raise BadInputError(f"{file}: corrupt manifest ({exc}); convert the model again") from None
-        if manifest.format_version > FORMAT_VERSION:
-            raise BadInputError(f"{file}: written by a newer bitedge (format {manifest.format_version}); upgrade")
-        missing = [name for name in manifest.files if not (directory / name).is_file()]
-        if missing:
-            raise BadInputError(f"{directory}: artifact files missing: {', '.join(missing)}; convert again")
-        return manifest
-
-
-def write_atomic(path: Path, content: str | bytes) -> Path:
-    """Write through a temp file and ``os.replace``: readers (and an interrupted run) never leave half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if isinstance(content, bytes):
-            tmp.write_bytes(content)
-        else:
-            tmp.write_text(content, encoding="utf-8", errors="backslashreplace")  # non-UTF-8 file names, escaped
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """``write_atomic`` of indented JSON."""
-    return write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def failed_sibling(final: Path) -> Path:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from bitedge import __version__
-from bitedge.artifact import write_atomic, write_json_atomic
 from bitedge.bench import (
     LatencyStats,
     Protocol,
@@ -33,6 +32,7 @@ from bitedge.bench import (
     reset_peak_rss,
 )
 from bitedge.errors import BadInputError
+from bitedge.fileio import write_atomic, write_json_atomic
 from bitedge.integrity import STRICT, Allowances
 from bitedge.ownership import BENCH_FILES, BENCH_TITLE, GENERATOR, check_own_file
 from bitedge.predict import Classifier, open_classifier

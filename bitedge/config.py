@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitedge.errors import ConfigError
-from bitedge.jsonfiles import read_json_object, write_json
+from bitedge.fileio import read_json_object, write_json
 
 LAYER_TYPES = ("preactivation", "bottleneck")
 PADDINGS = (None, "SAME")

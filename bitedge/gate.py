@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bitedge.artifact import Manifest, write_atomic, write_json_atomic
 from bitedge.converters.base import Converter, Runner
 from bitedge.data import Batches, ImageSet
 from bitedge.errors import BadInputError
+from bitedge.fileio import write_atomic, write_json_atomic
 from bitedge.image_processor import BitImageProcessor
+from bitedge.manifest import Manifest
 from bitedge.modeling import BitPreTrainedModel
 from bitedge.ownership import OUTPUTS_FILE
 from bitedge.parity import INT8_VS_SIMULATED, Comparison, ParityReport, compare
@@ -31,12 +32,6 @@ ARTIFACT_VS_FLOAT = "artifact vs float reference"
 ARTIFACT_VS_SIMULATED = "artifact vs simulated-quantized (conversion fidelity)"
 SIMULATED_VS_FLOAT = "simulated-quantized vs float (quantization error)"
 MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's scatter plots; top-1s for all
-
-
-def input_folded(manifest: Manifest) -> bool:
-    """Whether the artifact's deploy graph has the input normalization folded into its stem (raw pixels in)."""
-    raw = bool(manifest.input.get("raw_pixels"))
-    return bool(manifest.input.get("normalization", "stem" if raw else "caller") == "stem")
 
 
 @dataclass(frozen=True)
@@ -103,7 +98,7 @@ def run_parity(
     notes: list[str] | None = None,
 ) -> ParityReport:
     """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
-    raw = bool(manifest.input.get("raw_pixels"))
+    raw = manifest.input.raw_pixels
     artifact = evaluate(runner, images, processor, raw_pixels=raw, desc="parity")
     others = {name: evaluate(run, images, processor, raw_pixels=raw, desc=name) for name, run in
               (extra_runners or {}).items()}  # fmt: skip
@@ -122,7 +117,7 @@ def run_parity(
         comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
     all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
     if artifact.skipped:
-        all_notes.append(f"skipped {len(artifact.skipped)} unreadable images, e.g. {artifact.skipped[0]}")
+        all_notes.append(f"skipped {len(artifact.skipped)} images that could not be used, e.g. {artifact.skipped[0]}")
     if images.note:
         all_notes.append(images.note)
     report = ParityReport(manifest.target, manifest.precision, comparisons, all_notes)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bitedge.errors import ConfigError, ImageError
-from bitedge.jsonfiles import read_json_object, write_json
+from bitedge.fileio import read_json_object, write_json
 
 PROCESSOR_NAME = "preprocessor_config.json"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bitedge.artifact import Manifest
 from bitedge.errors import ArtifactRefusedError
 from bitedge.hashing import sha256_file
+from bitedge.manifest import Manifest
 
 CACHE_FILE = "file-sha256.json"
 MAX_CACHE_ENTRIES = 10_000

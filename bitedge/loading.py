@@ -30,9 +30,9 @@ from bitedge.checkpoints.io import (
 from bitedge.checkpoints.keymaps import looks_like_timm, npz_to_transformers, timm_to_transformers
 from bitedge.config import CONFIG_NAME, BitConfig
 from bitedge.errors import CheckpointError, ConfigError
+from bitedge.fileio import read_json_object
 from bitedge.hashing import sha256_file
 from bitedge.image_processor import PROCESSOR_NAME, BitImageProcessor
-from bitedge.jsonfiles import read_json_object
 from bitedge.modeling import MODEL_CLASSES, BitForImageClassification, BitModel, BitPreTrainedModel
 from bitedge.presets import PRESETS
 

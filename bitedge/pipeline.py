@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bitedge import interrupts
-from bitedge.artifact import Manifest, atomic_directory, check_destination, exclusive
+from bitedge.artifact import atomic_directory, check_destination, exclusive
 from bitedge.bench import current_rss_mb, peak_rss_mb
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
@@ -27,11 +27,12 @@ from bitedge.converters.base import ExportSpec
 from bitedge.data import scan_images
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
-from bitedge.gate import Outputs, input_folded, record, reference_outputs, run_parity, simulated_outputs
+from bitedge.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
 from bitedge.image_processor import BitImageProcessor
 from bitedge.jobs import Job
 from bitedge.limits import check_image_size
 from bitedge.loading import DEMO_EVAL, load_model
+from bitedge.manifest import Manifest
 from bitedge.ownership import MANIFEST_NAME, REPORT_FILES, check_own_file
 from bitedge.parity import ParityReport
 from bitedge.provenance import build_manifest, file_metadata
@@ -39,7 +40,7 @@ from bitedge.quantize import (
     TABLE_FILE,
     CalibrationOptions,
     calibration_batches,
-    calibration_summary,
+    calibration_record,
     calibration_table,
     open_source,
 )
@@ -148,7 +149,7 @@ def _convert_locked(model_source: str | Path, jobs: list[Job], options: ConvertO
             if job.precision == Precision.INT8 and table is not None:
                 table.save(tmp / TABLE_FILE)
                 files.append(TABLE_FILE)
-                calibration = calibration_summary(table) | {"quantizer": converted.quantizer}
+                calibration = calibration_record(table, quantizer=converted.quantizer)
             manifest = build_manifest(
                 model, processor, converter, target=job.target, precision=job.precision, spec=spec, files=files,
                 seed=options.seed, calibration=calibration,
@@ -188,11 +189,11 @@ def verify(
     converter = get_converter(Target(manifest.target))
     converter.check_runtime()
     source = manifest.source
-    log(f"loading the float reference {source['path']}")
-    model = load_model(source["path"], seed=source.get("seed", 0))
-    if model.source.sha256 != source.get("sha256"):
+    log(f"loading the float reference {source.path}")
+    model = load_model(source.path, seed=source.seed or 0)
+    if model.source.sha256 != source.sha256:
         raise BadInputError(
-            f"{source['path']} changed since the artifact was made (sha256 differs); convert again to verify"
+            f"{source.path} changed since the artifact was made (sha256 differs); convert again to verify"
         )
     processor = BitImageProcessor.from_dict(manifest.preprocessing)
     recorded = manifest.parity.get("eval", {}).get("path")
@@ -200,10 +201,10 @@ def verify(
         raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
     images = scan_images(eval_images or Path(recorded), model.config.labels)
     simulated = None
-    calibration = manifest.calibration or {}
-    if manifest.precision == Precision.INT8 and calibration.get("quantizer", "bitedge") == "bitedge":
-        table = CalibrationTable.load(directory / TABLE_FILE)
-        folded = input_folded(manifest)
+    calibration = manifest.calibration
+    if manifest.precision == Precision.INT8 and calibration is not None and calibration.quantizer in (None, "bitedge"):
+        table = CalibrationTable.load(directory / calibration.table)
+        folded = manifest.input.folded
         network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table)
         simulated = simulated_outputs(network, images, processor, raw_pixels=folded)
         del network

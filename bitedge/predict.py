@@ -49,7 +49,8 @@ def open_classifier(
     when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager. An artifact that
     failed its gate or changed since is refused unless ``allow`` says otherwise (``integrity``).
     """
-    from bitedge.artifact import MANIFEST_NAME, Manifest
+    from bitedge.manifest import Manifest
+    from bitedge.ownership import MANIFEST_NAME
 
     path = Path(spec)
     if (path / MANIFEST_NAME).is_file():
@@ -68,13 +69,13 @@ def open_classifier(
         else:
             run = converter.load_runner(path, manifest, threads=threads)
         processor = BitImageProcessor.from_dict(manifest.preprocessing)
-        raw = bool(manifest.input.get("raw_pixels"))
-        batch = manifest.input["shape"][0]
+        raw = manifest.input.raw_pixels
         description = f"{manifest.target} {manifest.precision}"
         if warnings:
             info["warnings"] = warnings
-        fixed = batch if isinstance(batch, int) else None
-        return Classifier(run, processor, raw, list(manifest.labels), description, info, fixed, tuple(warnings))
+        return Classifier(
+            run, processor, raw, list(manifest.labels), description, info, manifest.input.batch, tuple(warnings)
+        )
     import torch
 
     from bitedge.loading import load_model

@@ -5,30 +5,29 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
 from bitedge import __version__
-from bitedge.artifact import Manifest
 from bitedge.converters.base import Converter, ExportSpec
 from bitedge.errors import BadInputError
 from bitedge.image_processor import BitImageProcessor
+from bitedge.manifest import CalibrationRecord, Manifest, SourceRecord
 from bitedge.modeling import BitPreTrainedModel
 from bitedge.targets import Precision, Target
 
 
-def source_record(model: BitPreTrainedModel, seed: int) -> dict[str, Any]:
+def source_record(model: BitPreTrainedModel, seed: int) -> SourceRecord:
     """Where the float reference came from; enough for ``bitedge verify`` to load it again."""
     if model.source is None:
         raise BadInputError(
             "the model has no recorded source; load it with bitedge.load_model so artifacts can cite it"
         )
-    source: dict[str, Any] = {"path": model.source.path, "format": model.source.format, "sha256": model.source.sha256}
-    if model.source.format == "preset":
-        source["seed"] = seed
-    return source
+    preset = model.source.format == "preset"
+    return SourceRecord(model.source.path, model.source.format, model.source.sha256, seed if preset else None)
 
 
 def build_manifest(
@@ -41,7 +40,7 @@ def build_manifest(
     spec: ExportSpec,
     files: list[str],
     seed: int,
-    calibration: dict[str, Any] | None = None,
+    calibration: CalibrationRecord | None = None,
 ) -> Manifest:
     input_record, output_record = converter.io_records(spec, model.config.num_labels)
     return Manifest(
@@ -83,7 +82,7 @@ def conversion_record(spec: ExportSpec, target: Target) -> dict[str, Any]:
 
 def file_metadata(model: BitPreTrainedModel, processor: BitImageProcessor) -> dict[str, str]:
     """Key/value strings embedded in the runtime file itself (ONNX metadata_props, OpenVINO rt_info, ...)."""
-    source = source_record(model, seed=0) if model.source is not None else {}
+    source = asdict(source_record(model, seed=0)) if model.source is not None else {}
     return {
         "bitedge.version": __version__,
         "bitedge.labels": json.dumps(model.config.labels),

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -16,6 +15,7 @@ from bitedge.calibration.sources import CalibrationData, open_calibration
 from bitedge.calibration.table import CalibrationTable
 from bitedge.image_processor import BitImageProcessor
 from bitedge.loading import DEMO_CALIBRATION
+from bitedge.manifest import CalibrationRecord
 from bitedge.modeling import BitPreTrainedModel
 
 TABLE_FILE = "calibration.json"
@@ -73,7 +73,7 @@ def calibration_table(
     )  # fmt: skip
     manifest = data.manifest
     if manifest.skipped:
-        log(f"skipped {len(manifest.skipped)} unreadable calibration images, e.g. {manifest.skipped[0]}")
+        log(f"skipped {len(manifest.skipped)} calibration images that could not be used, e.g. {manifest.skipped[0]}")
     if options.size is not None and manifest.used < options.size:
         log(f"calibrated on {manifest.used} images, fewer than the {options.size} asked for (that is all there were)")
     return make_table(
@@ -90,6 +90,9 @@ def calibration_batches(
     yield from data.batches(processor, raw_pixels=raw_pixels, batch_size=1)
 
 
-def calibration_summary(table: CalibrationTable) -> dict[str, Any]:
+def calibration_record(table: CalibrationTable, *, quantizer: str | None) -> CalibrationRecord:
     """What the manifest records about the calibration behind an int8 artifact."""
-    return {"method": table.method, "excluded": table.excluded, "table": TABLE_FILE, **table.calibration}
+    own = {"method", "table", "quantizer", "excluded"}
+    info = {k: v for k, v in table.calibration.items() if k in {f.name for f in fields(CalibrationRecord)} - own}
+    return CalibrationRecord(method=table.method, table=TABLE_FILE, quantizer=quantizer, excluded=list(table.excluded),
+                             **info)  # fmt: skip

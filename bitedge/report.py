@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from bitedge import __version__
-from bitedge.artifact import MANIFEST_NAME, Manifest, write_atomic
 from bitedge.errors import BadInputError
+from bitedge.fileio import read_json_file, write_atomic
 from bitedge.gate import ARTIFACT_VS_SIMULATED
 from bitedge.integrity import STRICT, Allowances, changed_files
-from bitedge.jsonfiles import read_json_file
-from bitedge.ownership import OUTPUTS_FILE, REPORT_FILES, REPORT_TITLE, check_own_file
+from bitedge.manifest import Manifest
+from bitedge.ownership import MANIFEST_NAME, OUTPUTS_FILE, REPORT_FILES, REPORT_TITLE, check_own_file
 
 MAX_FLIPS = 8
 
@@ -281,8 +281,8 @@ def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{REPORT_TITLE}</title>"
         f"<meta name='generator' content='bitedge {__version__}'><style>{CSS}</style></head>"
         f"<body><h1>{REPORT_TITLE}</h1>"
-        f"<p>Model: {esc(str(source.get('path')))} ({esc(str(source.get('format')))}, sha256 "
-        f"{esc(str(source.get('sha256')))}). Built {created} by bitedge {__version__}.</p>"
+        f"<p>Model: {esc(source.path)} ({esc(source.format)}, sha256 "
+        f"{esc(str(source.sha256))}). Built {created} by bitedge {__version__}.</p>"
         + "".join(sections)
         + f"<script>{CHECK_IMAGES}</script></body></html>"
     )

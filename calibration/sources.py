@@ -82,7 +82,8 @@ class CalibrationData:
             yield np.stack(batch)
         if self.manifest.used == 0:
             raise CalibrationError(
-                f"{self.manifest.source}: none of the {len(self.paths)} calibration images is readable"
+                f"{self.manifest.source}: none of the {len(self.paths)} calibration images is usable "
+                "(--strict-images shows why the first is not)"
             )
 
     def _array_batches(self, array_path: Path, batch_size: int, size: tuple[int, int]) -> Iterator[np.ndarray]:

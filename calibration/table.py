@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bitedge.artifact import write_json_atomic
 from bitedge.errors import BadInputError
+from bitedge.fileio import write_json_atomic
 
 TABLE_VERSION = 1
 

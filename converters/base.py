@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from bitedge.artifact import Manifest
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
 from bitedge.image_processor import BitImageProcessor
+from bitedge.manifest import InputRecord, Manifest, OutputRecord
 from bitedge.parity import BUDGETS, Budget
 from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
@@ -98,18 +98,14 @@ class Converter(ABC):
             versions[module] = str(getattr(importlib.import_module(module), "__version__", "unknown"))
         return versions
 
-    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The manifest's description of the artifact's input and output; the gate feeds the input accordingly.
-
-        ``normalization`` says where the input normalization happens: ``caller`` (the input is normalized
-        pixels), ``stem`` (folded into the network, the input is raw 0..255 pixels) or ``runtime`` (the
-        artifact's own preprocessing, raw pixels in).
-        """
+    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
+        """The manifest's description of the artifact's input and output; the gate feeds the input accordingly
+        (``InputRecord.normalization`` says where the input normalization happens)."""
         batch: int | str = spec.batch if spec.batch is not None else "batch"
         raw = spec.raw_pixel_input
-        tensor = {"name": "pixel_values", "shape": [batch, 3, *spec.input_size], "dtype": "float32",
-                  "layout": "NCHW, RGB", "raw_pixels": raw, "normalization": "stem" if raw else "caller"}  # fmt: skip
-        return tensor, {"name": "logits", "shape": [batch, num_labels]}
+        tensor = InputRecord("pixel_values", [batch, 3, *spec.input_size], "float32", raw_pixels=raw,
+                             normalization="stem" if raw else "caller")  # fmt: skip
+        return tensor, OutputRecord("logits", [batch, num_labels])
 
     def budget(self, precision: Precision) -> Budget:
         return BUDGETS[precision]

@@ -34,6 +34,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,6 @@ import torch
 from torch import nn
 
 from bitedge import __version__
-from bitedge.artifact import Manifest
 from bitedge.calibration.simulate import explicit_qdq
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
 from bitedge.converters.coreml_check import check_package
@@ -51,6 +51,7 @@ from bitedge.converters.coreml_package import MLPackage
 from bitedge.converters.coreml_usage import usage_markdown
 from bitedge.errors import ConfigError, MissingRuntimeError, UnknownTargetError
 from bitedge.fold import DeployModel, scale_stem_input
+from bitedge.manifest import InputRecord, Manifest, OutputRecord
 from bitedge.targets import Precision, Target
 
 PACKAGE = "model.mlpackage"
@@ -85,16 +86,16 @@ class CoreMLConverter(Converter):
     extra = "coreml"
     modules = ("coremltools",)
 
-    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
         batch = spec.batch or 1
-        output = {"name": "classLabel_probs", "shape": [batch, num_labels],
-                  "kind": "classifier: classLabel (string) and a probability per label"}  # fmt: skip
+        output = OutputRecord("classLabel_probs", [batch, num_labels],
+                              kind="classifier: classLabel (string) and a probability per label")  # fmt: skip
         if spec.tensor_input:
             tensor, _ = super().io_records(spec, num_labels)
-            return tensor | {"shape": [batch, 3, *spec.input_size]}, output
+            return replace(tensor, shape=[batch, 3, *spec.input_size]), output
         normalization = "stem" if spec.raw_pixel_input else "runtime"
-        image = {"name": IMAGE_INPUT, "shape": [batch, 3, *spec.input_size], "dtype": "image (8-bit RGB)",
-                 "layout": "Core ML ImageType, RGB", "raw_pixels": True, "normalization": normalization}  # fmt: skip
+        image = InputRecord(IMAGE_INPUT, [batch, 3, *spec.input_size], "image (8-bit RGB)",
+                            layout="Core ML ImageType, RGB", raw_pixels=True, normalization=normalization)  # fmt: skip
         return image, output
 
     def validate(self, precision: Precision, spec: ExportSpec) -> None:
@@ -178,7 +179,7 @@ class CoreMLConverter(Converter):
         return scale_stem_input(graph, [1.0 / s for s in std]), rescale, [-m for m in mean]
 
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
-        return EmulatedRunner(directory / PACKAGE, batch=manifest.input["shape"][0])
+        return EmulatedRunner(directory / PACKAGE, batch=manifest.input.batch or 1)
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None
@@ -355,8 +356,8 @@ def _mlmodel_runner(directory: Path, manifest: Manifest, units: str) -> Runner:
     except ImportError as exc:
         raise MissingRuntimeError(f"Core ML prediction needs coremltools ({exc})") from None
     model = ct.models.MLModel(str(directory / PACKAGE), compute_units=getattr(ct.ComputeUnit, units))
-    name, labels = manifest.input["name"], manifest.labels
-    image = manifest.input.get("normalization") != "caller"
+    name, labels = manifest.input.name, manifest.labels
+    image = manifest.input.normalization != "caller"
 
     def run(pixels: np.ndarray) -> np.ndarray:
         rows = []

@@ -18,11 +18,11 @@ import numpy as np
 from torch import nn
 
 from bitedge import __version__
-from bitedge.artifact import Manifest
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
 from bitedge.converters.onnx_graph import INPUT_NAME, OUTPUT_NAME, ExportError, build_onnx
 from bitedge.converters.qdq_lint import lint_int8
 from bitedge.errors import BadInputError, UnknownTargetError
+from bitedge.manifest import Manifest
 from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
@@ -79,7 +79,7 @@ class OnnxConverter(Converter):
             out: np.ndarray = session.run([OUTPUT_NAME], {INPUT_NAME: pixels.astype(np.float32)})[0]
             return out
 
-        return fixed_batch(run, manifest.input["shape"][0] if isinstance(manifest.input["shape"][0], int) else None)
+        return fixed_batch(run, manifest.input.batch)
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from bitedge.artifact import Manifest
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
 from bitedge.converters.onnx_graph import ExportError, build_onnx
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.manifest import Manifest
 from bitedge.targets import Precision, Target
 
 MODEL_XML = "model.xml"
@@ -109,7 +109,7 @@ class OpenVinoConverter(Converter):
             config = {**config, "INFERENCE_NUM_THREADS": threads}
         config = {"PERFORMANCE_HINT": "LATENCY", **config}
         compiled = ov.Core().compile_model(str(directory / MODEL_XML), "CPU", config)
-        raw = bool(manifest.input.get("raw_pixels"))
+        raw = manifest.input.raw_pixels
 
         def run(pixels: np.ndarray) -> np.ndarray:  # (N, 3, H, W) float32; raw pixels are 0..255
             if raw:  # what an app feeds: uint8 NHWC
@@ -117,8 +117,7 @@ class OpenVinoConverter(Converter):
             out: np.ndarray = compiled(pixels)[0]
             return out.astype(np.float32)
 
-        batch = manifest.input["shape"][0]
-        return fixed_batch(run, batch if isinstance(batch, int) else None)
+        return fixed_batch(run, manifest.input.batch)
 
 
 def _save_onnx(model: Any, path: Path) -> None:

@@ -20,12 +20,13 @@ from typing import Any
 
 from torch import nn
 
-from bitedge.artifact import Manifest, write_json_atomic
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner
 from bitedge.converters.onnx import DATA_FILE, MODEL_FILE, OnnxConverter, save_onnx
 from bitedge.converters.onnx_graph import ExportError, build_onnx
 from bitedge.converters.qdq_lint import lint_int8
 from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.fileio import write_json_atomic
+from bitedge.manifest import Manifest
 from bitedge.targets import Precision, Target
 
 BUILD_SPEC = "build_spec.json"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitedge.artifact import Manifest
 from bitedge.converters.base import Runner
 from bitedge.errors import BadInputError, MissingRuntimeError
+from bitedge.manifest import Manifest
 
 HOW_TO = (
     "building a TensorRT engine needs an NVIDIA GPU and the tensorrt package: on the device that will run it "

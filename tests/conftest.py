@@ -18,6 +18,14 @@ TINY: dict[str, Any] = dict(
 TINY_32_GROUPS: dict[str, Any] = dict(embedding_size=32, hidden_sizes=[128, 128, 256, 256], depths=[1, 2, 1, 1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hash_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Artifact file digests are cached per user (bitedge.integrity): the suite keeps its own cache."""
+    import os
+
+    os.environ["BITEDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("bitedge-cache"))
+
+
 def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give GroupNorm affine params and biases non-trivial values, so a mix-up of them cannot go unseen."""
     gen = torch.Generator().manual_seed(seed)

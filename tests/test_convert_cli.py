@@ -163,4 +163,4 @@ def test_unreadable_images_are_skipped_and_reported(
     shutil.copytree(eval_dir, images)
     (images / "LABEL_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     assert _convert(tiny_hf_dir, tmp_path / "out", images) == 0
-    assert "skipped 1 unreadable images" in capsys.readouterr().out
+    assert "skipped 1 images that could not be used" in capsys.readouterr().out

@@ -70,7 +70,8 @@ def test_conversion_skips_and_reports_hostile_eval_images(
     assert main([*args, "--eval", str(tmp_path / "images")]) == 0
     parity = json.loads((out / "parity.json").read_text())
     assert parity["comparisons"][0]["metrics"]["samples"] == sum(expected.values())
-    assert any(f"skipped {list(expected.values()).count(False)} unreadable" in n for n in parity["notes"])
+    refused = list(expected.values()).count(False)
+    assert any(f"skipped {refused} images that could not be used" in n for n in parity["notes"])
     capsys.readouterr()
     out2 = tmp_path / "strict"
     strict = ["--eval", str(tmp_path / "images"), "--calibration", str(tmp_path / "images"), "--strict-images"]

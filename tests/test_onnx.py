@@ -20,6 +20,7 @@ from bitedge.converters.onnx import OnnxConverter, save_onnx
 from bitedge.converters.onnx_graph import build_onnx
 from bitedge.errors import UnknownTargetError
 from bitedge.fold import fold
+from bitedge.manifest import InputRecord
 from bitedge.parity import BUDGETS, compare, violations
 from bitedge.targets import Precision
 
@@ -34,7 +35,7 @@ def _export(model: Any, directory: Path, *, precision: Precision = Precision.FP3
 
 
 def _runner(directory: Path, batch: int | None = None) -> Runner:
-    manifest: Any = SimpleNamespace(input={"shape": [batch if batch is not None else "batch", 3, 64, 64]})
+    manifest: Any = SimpleNamespace(input=InputRecord("pixel_values", [batch or "batch", 3, 64, 64], "float32"))
     return OnnxConverter().load_runner(directory, manifest, threads=1)
 
 

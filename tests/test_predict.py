@@ -49,7 +49,7 @@ def test_predict_reports_a_corrupt_image_and_goes_on(
     (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     code = main(["predict", str(artifacts / "onnx-fp32"), str(images)])
     out, err = capsys.readouterr()
-    assert code == 2 and "1 of 5 images could not be read" in err
+    assert code == 2 and "1 of 5 images could not be used" in err
     assert "corrupt.png: ERROR" in out and out.count(": ERROR") == 1 and "astronaut.png:" in out
 
 

@@ -26,6 +26,7 @@ from bitedge.cli.commands import (
     run_report,
     run_verify,
 )
+from bitedge.fileio import ESCAPE
 from bitedge.limits import (
     IMAGE_SIZE_REASON,
     MAX_BATCH,
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="classify images with an artifact (in its runtime) or a model",
         description="Run an artifact (or the float model) on images with its own preprocessing and labels "
-        "and print the top-k labels with scores. Exit 2 if an image could not be read (the others are "
+        "and print the top-k labels with scores. Exit 2 if an image could not be used (the others are "
         "still classified).",
     )
     predict.add_argument("target", metavar="ARTIFACT_OR_MODEL", help="artifact directory or model")
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
     for stream in (sys.stdout, sys.stderr):  # file names need not be UTF-8: print them escaped, never crash
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
+            reconfigure(errors=ESCAPE)
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     from bitedge.errors import BitEdgeError

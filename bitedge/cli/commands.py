@@ -10,18 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from bitedge.artifact import MANIFEST_NAME, Manifest
+    from bitedge.manifest import Manifest
+    from bitedge.ownership import MANIFEST_NAME
 
     if (Path(args.model) / MANIFEST_NAME).is_file():
         manifest = Manifest.read(args.model)
         if args.json:
-            print(json.dumps(asdict(manifest), indent=2, default=str))
+            print(json.dumps(manifest.to_dict(), indent=2, default=str))
         else:
             print("\n".join(_artifact_lines(manifest)))
         return 0
@@ -259,15 +259,15 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"{record['image']}: {best}")
     failed = [r for r in records if "error" in r]
     if failed:
-        print(f"bitedge: error: {len(failed)} of {len(records)} images could not be read", file=sys.stderr)
+        print(f"bitedge: error: {len(failed)} of {len(records)} images could not be used", file=sys.stderr)
         return 2
     return 0
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from bitedge.artifact import Manifest
     from bitedge.converters.tensorrt_engine import HOW_TO, build_engine, engine_unavailable
     from bitedge.errors import BadInputError
+    from bitedge.manifest import Manifest
 
     manifest = Manifest.read(args.artifact)
     if manifest.target != "tensorrt":
@@ -317,8 +317,8 @@ def _artifact_lines(manifest: Any) -> list[str]:
     rows = [
         ("artifact", f"{manifest.target} {manifest.precision} ({', '.join(manifest.files)})"),
         ("status", manifest.status),
-        ("input", f"{manifest.input['name']} {manifest.input['shape']}, raw pixels: {manifest.input['raw_pixels']}"),
-        ("source", f"{manifest.source['path']} ({manifest.source['format']}, sha256 {manifest.source['sha256']})"),
+        ("input", f"{manifest.input.name} {manifest.input.shape}, raw pixels: {manifest.input.raw_pixels}"),
+        ("source", f"{manifest.source.path} ({manifest.source.format}, sha256 {manifest.source.sha256})"),
         (
             "labels",
             f"{len(manifest.labels)}: {', '.join(manifest.labels[:5])}{' …' if len(manifest.labels) > 5 else ''}",
@@ -327,7 +327,7 @@ def _artifact_lines(manifest: Any) -> list[str]:
     ]
     if manifest.calibration:
         c = manifest.calibration
-        rows.append(("calibration", f"{c.get('method')} on {c.get('used')} images, quantizer {c.get('quantizer')}"))
+        rows.append(("calibration", f"{c.method} on {c.used} images, quantizer {c.quantizer}"))
     if parity:
         accuracy = ""
         if parity.get("reference_accuracy") is not None:

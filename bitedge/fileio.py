@@ -1,12 +1,30 @@
-"""Reading and writing the small JSON files checkpoints carry (config.json, preprocessor_config.json)."""
+"""Small files: the JSON checkpoints carry (config.json, preprocessor_config.json), and atomic writes of
+bitedge's own (manifests, reports), so an interrupted run never leaves half a file."""
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from bitedge.errors import BadInputError, ConfigError
+
+ESCAPE = "bitedge.escape"  # codec error handler: a non-UTF-8 file name's bytes shown as \\xNN escapes
+
+
+def _escape(error: UnicodeError) -> tuple[str, int]:
+    """Characters that cannot be encoded, as escapes: a file name's undecodable byte (``os.fsdecode`` keeps it
+    as a lone surrogate U+DC80..U+DCFF) becomes ``\\xNN``, any other character ``\\uNNNN``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    shown = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" for c in bad)
+    return shown, error.end
+
+
+codecs.register_error(ESCAPE, _escape)
 
 
 def read_json_object(path: str | Path, filename: str) -> dict[str, Any]:
@@ -39,3 +57,22 @@ def read_json_file(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: unreadable {what} ({exc}); remove it or run the command that writes it") from None
+
+
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Write through a temp file and ``os.replace``: readers (and an interrupted run) never leave half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8", errors=ESCAPE)  # non-UTF-8 file names, escaped
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """``write_atomic`` of indented JSON."""
+    return write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
