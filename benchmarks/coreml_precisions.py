@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
 
-from bitedge.bench import machine_info
+from bitedge.bench.protocol import machine_info
 
 R50 = "bit-s-r50x1"
 
@@ -71,11 +71,13 @@ def fp16_typed_int8(int8_dir: Path) -> dict[str, Any]:
 
     from bitedge.calibration.simulate import explicit_qdq, simulate
     from bitedge.calibration.table import CalibrationTable
-    from bitedge.converters.coreml import Classifier, EmulatedRunner, _runs_in_fp16
-    from bitedge.data import Batches, scan_images
+    from bitedge.converters._coreml_build import Classifier, _runs_in_fp16
+    from bitedge.converters._coreml_runner import EmulatedRunner
     from bitedge.fold import fold
-    from bitedge.loading import DEMO_EVAL, load_model
-    from bitedge.pipeline import resolve_processor
+    from bitedge.model.demo import DEMO_EVAL
+    from bitedge.model.image_processor import resolve_processor
+    from bitedge.model.loading import load_model
+    from bitedge.parity.images import Batches, scan_images
 
     model = load_model("bitedge/demo")
     processor = resolve_processor(model.image_processor, None)

@@ -21,15 +21,15 @@ import time
 
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 
-from bitedge.bench import machine_info
+from bitedge.bench.protocol import machine_info
 
 CASES = ("default", "after fold", "keep freed memory")
 _TIMING = """
 import json, sys, time
 import numpy as np, torch
-from bitedge.bench import keep_freed_memory
+from bitedge.memory import keep_freed_memory
 from bitedge.fold import fold
-from bitedge.loading import load_model
+from bitedge.model.loading import load_model
 case = sys.argv[1]
 if case == "keep freed memory":
     assert keep_freed_memory()

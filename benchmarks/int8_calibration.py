@@ -28,17 +28,18 @@ import torch
 from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
-from bitedge.bench import Protocol, machine_info, measure_interleaved, peak_rss_mb
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved
 from bitedge.calibration import DEFAULT_METHOD, METHODS
 from bitedge.calibration.calibrate import collect_ranges, make_table
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.sources import open_calibration
-from bitedge.converters.onnx_graph import build_onnx
-from bitedge.data import Batches, scan_images
+from bitedge.converters._onnx_graph import build_onnx
 from bitedge.fold import fold
-from bitedge.loading import DEMO_CALIBRATION, DEMO_DIR, DEMO_EVAL
-from bitedge.parity import compare
-from bitedge.presets import PRESETS
+from bitedge.memory import peak_rss_mb
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_DIR, DEMO_EVAL
+from bitedge.model.presets import PRESETS
+from bitedge.parity.images import Batches, scan_images
+from bitedge.parity.metrics import compare
 
 
 def _session(proto: Any, threads: int = 2) -> ort.InferenceSession:

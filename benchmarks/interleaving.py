@@ -36,8 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from results_io import RESULTS, convert_in_fresh_process, machine_line, pyplot, save_json, save_markdown
 
-from bitedge.bench import LatencyStats, Protocol, machine_info, measure_interleaved, warm_up
-from bitedge.benchrun import open_target
+from bitedge.bench.protocol import LatencyStats, Protocol, machine_info, measure_interleaved, warm_up
+from bitedge.bench.run import open_target
 
 SCHEMES = ("alone", "interleaved", "interleaved + 20 ms pause", "interleaved + 20 ms settle")
 

@@ -28,13 +28,14 @@ from PIL import Image
 from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
-from bitedge.bench import Protocol, machine_info, measure_interleaved, peak_rss_mb
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved
+from bitedge.converters._onnx_graph import build_onnx
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter
-from bitedge.converters.onnx_graph import build_onnx
 from bitedge.fold import fold
-from bitedge.presets import PRESETS
-from bitedge.targets import Precision
+from bitedge.memory import peak_rss_mb
+from bitedge.model.presets import PRESETS
+from bitedge.precisions import Precision
 
 PRESET = "bit-s-r50x1"
 

@@ -31,19 +31,20 @@ import torch
 from results_io import RESULTS, pyplot, save_json, save_markdown
 
 from bitedge import load_model
-from bitedge.bench import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.simulate import simulate
+from bitedge.converters._onnx_graph import build_onnx
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import save_onnx
-from bitedge.converters.onnx_graph import build_onnx
 from bitedge.converters.openvino import OpenVinoConverter
-from bitedge.data import Batches, scan_images
 from bitedge.fold import fold
-from bitedge.loading import DEMO_CALIBRATION, DEMO_EVAL
-from bitedge.parity import compare
-from bitedge.presets import PRESETS
-from bitedge.quantize import CalibrationOptions, calibration_batches, calibration_table
-from bitedge.targets import Precision
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL
+from bitedge.model.presets import PRESETS
+from bitedge.parity.images import Batches, scan_images
+from bitedge.parity.metrics import compare
+from bitedge.pipeline.int8 import calibration_batches, calibration_table
+from bitedge.pipeline.options import CalibrationOptions
+from bitedge.precisions import Precision
 
 CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
 ANCHOR = "anchor: transformers -> convert_model -> nncf.quantize (int8)"

@@ -19,11 +19,12 @@ import torch
 from results_io import RESULTS, save_json, save_markdown
 
 from bitedge import load_model
-from bitedge.bench import machine_info, peak_rss_mb
+from bitedge.bench.protocol import machine_info
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter
 from bitedge.fold import fold
-from bitedge.targets import Precision
+from bitedge.memory import peak_rss_mb
+from bitedge.precisions import Precision
 
 NAME = "bit-m-r152x4-ilsvrc2012"
 

@@ -25,7 +25,7 @@ from typing import Any
 from coreml_precisions import write_photos
 from results_io import RESULTS, convert_in_fresh_process, pyplot, save_json, save_markdown
 
-from bitedge.bench import machine_info
+from bitedge.bench.protocol import machine_info
 
 MODEL = "bit-m-r152x4-ilsvrc2012"
 WEIGHTS_MIB = 936_533_224 * 4 / 2**20  # one fp32 copy (bitedge inspect)

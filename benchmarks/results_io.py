@@ -41,7 +41,7 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 _FRESH_CONVERT = """
 import json, sys, time
-from bitedge.bench import peak_rss_mb
+from bitedge.memory import peak_rss_mb
 from bitedge.cli import main
 start = time.perf_counter()
 code = main(["convert", *sys.argv[1:]])

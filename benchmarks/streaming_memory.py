@@ -19,8 +19,8 @@ from typing import Any
 
 from results_io import RESULTS, convert_in_fresh_process, save_json, save_markdown
 
-from bitedge.bench import machine_info
-from bitedge.loading import DEMO_EVAL
+from bitedge.bench.protocol import machine_info
+from bitedge.model.demo import DEMO_EVAL
 
 COUNTS = (500, 50_000)
 

@@ -42,14 +42,15 @@ from onnx_fold_vs_unfolded import _export_anchors, _session
 from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 
-from bitedge.bench import Protocol, keep_freed_memory, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter
-from bitedge.data import Batches, scan_images
 from bitedge.fold import fold
-from bitedge.loading import DEMO_EVAL
-from bitedge.parity import compare
-from bitedge.targets import Precision
+from bitedge.memory import keep_freed_memory
+from bitedge.model.demo import DEMO_EVAL
+from bitedge.parity.images import Batches, scan_images
+from bitedge.parity.metrics import compare
+from bitedge.precisions import Precision
 
 EAGER, UNFOLDED = "torch eager fp32", "transformers -> ONNX unfolded (onnxruntime)"
 THREADS = 2
@@ -125,9 +126,14 @@ def flows(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any, dict[s
     runs[UNFOLDED] = _ort(unfolded)
     deploy = fold(model)
     from bitedge.calibration.simulate import simulate
-    from bitedge.quantize import CalibrationOptions, calibration_table
+    from bitedge.converters.onnx import OnnxOptions
+    from bitedge.model.demo import DEMO_CALIBRATION
+    from bitedge.pipeline.int8 import calibration_table
+    from bitedge.pipeline.options import CalibrationOptions
 
-    table = calibration_table(model, deploy, processor, CalibrationOptions(size=300), raw_pixels=False)
+    table = calibration_table(
+        model, deploy, processor, CalibrationOptions(DEMO_CALIBRATION, size=300), raw_pixels=False
+    )
     spec = ExportSpec(processor.input_size, None, simulated=simulate(deploy, table))
     for precision in (Precision.FP32, Precision.FP16, Precision.INT8):
         out = work / f"onnx-{precision}"
@@ -136,7 +142,7 @@ def flows(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any, dict[s
         runs[f"bitedge ONNX {precision}"] = _ort(out / "model.onnx")
     out = work / "onnx-fp32-native"  # --onnx-group-norm native
     out.mkdir()
-    OnnxConverter().convert(deploy, out, precision=Precision.FP32, spec=replace(spec, onnx_group_norm="native"))
+    OnnxConverter().convert(deploy, out, precision=Precision.FP32, spec=replace(spec, options=OnnxOptions("native")))
     runs[ONNX_NATIVE] = _ort(out / "model.onnx")
     for name, key in (("anchor OpenVINO int8 (hand-wired NNCF)", ANCHOR), ("bitedge OpenVINO fp32", "bitedge fp32"),
                       ("bitedge OpenVINO fp16", "bitedge fp16"), ("bitedge OpenVINO int8", DEFAULT)):  # fmt: skip

@@ -22,7 +22,8 @@ import torch
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 from suite import EAGER, UNFOLDED, flows
 
-from bitedge.bench import Protocol, keep_freed_memory, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.memory import keep_freed_memory
 
 MODEL = "bit-s-r50x1"
 ANCHOR = "anchor OpenVINO int8 (hand-wired NNCF)"

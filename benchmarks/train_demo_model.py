@@ -31,7 +31,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from bitedge import BitConfig, BitForImageClassification, BitImageProcessor
-from bitedge.bench import machine_info
+from bitedge.bench.protocol import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "bitedge" / "demo"

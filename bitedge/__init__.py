@@ -1,14 +1,24 @@
 """bitedge: take a BiT (Big Transfer) classifier from its PyTorch checkpoint to edge runtimes, with proof.
 
-The public API mirrors transformers' names::
+Convert and verify (the library API behind the ``bitedge`` command)::
 
-    from bitedge import BitConfig, BitForImageClassification, BitImageProcessor, load_model
+    import bitedge
 
-    model = load_model("path/to/google-bit-50")  # transformers dir | timm file | original .npz | preset
-    pixel_values = BitImageProcessor.from_pretrained("path/to/google-bit-50")(images, return_tensors="pt")[
+    results = bitedge.convert("path/to/google-bit-50", "artifacts", targets=["onnx"], precisions=["int8"],
+                              eval_images="val/", calibration="calib/")
+    for result in results:
+        print(result.directory, result.passed, result.report.comparisons[0].metrics.top1_agreement)
+    bitedge.verify("artifacts/onnx-int8").passed
+
+The float reference, with transformers' names::
+
+    model = bitedge.load_model("path/to/google-bit-50")  # transformers dir | timm file | original .npz | preset
+    pixel_values = bitedge.BitImageProcessor.from_pretrained("path/to/google-bit-50")(images, return_tensors="pt")[
         "pixel_values"
     ]
     logits = model(pixel_values).logits  # (N, num_labels)
+
+Errors are exceptions of the ``BitEdgeError`` family (``BadInputError`` for bad input), never ``SystemExit``.
 """
 
 from __future__ import annotations
@@ -20,26 +30,41 @@ __version__ = "0.1.0"
 
 # Names resolve on first use, so ``bitedge --help`` and ``import bitedge`` do not pay for importing torch.
 _EXPORTS = {
-    "BitBackbone": "bitedge.modeling",
-    "BitConfig": "bitedge.config",
+    "convert": "bitedge.api",
+    "verify": "bitedge.api",
+    "calibrate": "bitedge.api",
+    "build_on_device": "bitedge.api",
+    "Conversion": "bitedge.api",
+    "Result": "bitedge.pipeline.result",
     "BitEdgeError": "bitedge.errors",
-    "BitForImageClassification": "bitedge.modeling",
-    "BitImageProcessor": "bitedge.image_processor",
-    "BitModel": "bitedge.modeling",
-    "BitPreTrainedModel": "bitedge.modeling",
-    "CheckpointSource": "bitedge.checkpoints",
-    "PRESETS": "bitedge.presets",
-    "load_model": "bitedge.loading",
+    "BadInputError": "bitedge.errors",
+    "MissingRuntimeError": "bitedge.errors",
+    "ArtifactRefusedError": "bitedge.errors",
+    "Manifest": "bitedge.artifacts.manifest",
+    "Precision": "bitedge.precisions",
+    "BitBackbone": "bitedge.model.modeling",
+    "BitConfig": "bitedge.model.config",
+    "BitForImageClassification": "bitedge.model.modeling",
+    "BitImageProcessor": "bitedge.model.image_processor",
+    "BitModel": "bitedge.model.modeling",
+    "BitPreTrainedModel": "bitedge.model.modeling",
+    "CheckpointSource": "bitedge.model.checkpoints",
+    "PRESETS": "bitedge.model.presets",
+    "load_model": "bitedge.model.loading",
 }
 
 if TYPE_CHECKING:
-    from bitedge.checkpoints import CheckpointSource
-    from bitedge.config import BitConfig
-    from bitedge.errors import BitEdgeError
-    from bitedge.image_processor import BitImageProcessor
-    from bitedge.loading import load_model
-    from bitedge.modeling import BitBackbone, BitForImageClassification, BitModel, BitPreTrainedModel
-    from bitedge.presets import PRESETS
+    from bitedge.api import Conversion, build_on_device, calibrate, convert, verify
+    from bitedge.artifacts.manifest import Manifest
+    from bitedge.errors import ArtifactRefusedError, BadInputError, BitEdgeError, MissingRuntimeError
+    from bitedge.model.checkpoints import CheckpointSource
+    from bitedge.model.config import BitConfig
+    from bitedge.model.image_processor import BitImageProcessor
+    from bitedge.model.loading import load_model
+    from bitedge.model.modeling import BitBackbone, BitForImageClassification, BitModel, BitPreTrainedModel
+    from bitedge.model.presets import PRESETS
+    from bitedge.pipeline.result import Result
+    from bitedge.precisions import Precision
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +75,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PRESETS",
+    "ArtifactRefusedError",
+    "BadInputError",
     "BitBackbone",
     "BitConfig",
     "BitEdgeError",
@@ -58,6 +85,15 @@ __all__ = [
     "BitModel",
     "BitPreTrainedModel",
     "CheckpointSource",
+    "Conversion",
+    "Manifest",
+    "MissingRuntimeError",
+    "Precision",
+    "Result",
     "__version__",
+    "build_on_device",
+    "calibrate",
+    "convert",
     "load_model",
+    "verify",
 ]

@@ -48,6 +48,12 @@ class CalibrationError(BitEdgeError):
     exit_code = 1
 
 
+class ExportError(BitEdgeError):
+    """A converter could not build the artifact (an operation its format lacks, a rule it breaks)."""
+
+    exit_code = 1
+
+
 class ArtifactRefusedError(BitEdgeError):
     """An artifact failed its parity gate or changed since it was verified: using it needs an explicit flag."""
 

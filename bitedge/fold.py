@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from bitedge.errors import ConfigError
-from bitedge.image_processor import BitImageProcessor
-from bitedge.layers import DynamicPad2d, WeightStandardizedConv2d
-from bitedge.modeling import BitPreTrainedModel
+from bitedge.model.image_processor import BitImageProcessor
+from bitedge.model.layers import DynamicPad2d, WeightStandardizedConv2d
+from bitedge.model.modeling import BitPreTrainedModel
 
 
 class DeployModel(nn.Module):

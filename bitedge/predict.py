@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from bitedge.data import IMAGE_SUFFIXES
+from bitedge.artifacts.integrity import STRICT, Allowances
 from bitedge.errors import BadInputError, ImageError
-from bitedge.image_processor import BitImageProcessor, to_rgb_array
-from bitedge.integrity import STRICT, Allowances
+from bitedge.model.image_processor import IMAGE_SUFFIXES, BitImageProcessor, to_rgb_array
 
 
 @dataclass(frozen=True)
@@ -49,18 +48,17 @@ def open_classifier(
     when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager. An artifact that
     failed its gate or changed since is refused unless ``allow`` says otherwise (``integrity``).
     """
-    from bitedge.manifest import Manifest
-    from bitedge.ownership import MANIFEST_NAME
+    from bitedge.artifacts.manifest import Manifest
+    from bitedge.artifacts.ownership import MANIFEST_NAME
 
     path = Path(spec)
     if (path / MANIFEST_NAME).is_file():
+        from bitedge.artifacts.integrity import check_artifact
         from bitedge.converters import get_converter
-        from bitedge.integrity import check_artifact
-        from bitedge.targets import Target
 
         manifest = Manifest.read(path)
         warnings = check_artifact(path, manifest, allow)
-        converter = get_converter(Target(manifest.target))
+        converter = get_converter(manifest.target)
         converter.check_runtime()
         info: dict[str, Any] = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision}
         if for_bench:
@@ -78,8 +76,8 @@ def open_classifier(
         )
     import torch
 
-    from bitedge.loading import load_model
-    from bitedge.pipeline import resolve_processor
+    from bitedge.model.image_processor import resolve_processor
+    from bitedge.model.loading import load_model
 
     model = load_model(spec)
     if threads:

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from bitedge import __version__
+from bitedge.artifacts.integrity import STRICT, Allowances, changed_files
+from bitedge.artifacts.manifest import Manifest
+from bitedge.artifacts.ownership import MANIFEST_NAME, OUTPUTS_FILE, REPORT_FILES, REPORT_TITLE, check_own_file
 from bitedge.errors import BadInputError
 from bitedge.fileio import read_json_file, write_atomic
-from bitedge.gate import ARTIFACT_VS_SIMULATED
-from bitedge.integrity import STRICT, Allowances, changed_files
-from bitedge.manifest import Manifest
-from bitedge.ownership import MANIFEST_NAME, OUTPUTS_FILE, REPORT_FILES, REPORT_TITLE, check_own_file
+from bitedge.parity.gate import ARTIFACT_VS_SIMULATED
 
 MAX_FLIPS = 8
 

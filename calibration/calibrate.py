@@ -15,7 +15,7 @@ from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.sources import CalibrationData
 from bitedge.calibration.table import CalibrationTable
 from bitedge.errors import BadInputError, CalibrationError
-from bitedge.image_processor import BitImageProcessor
+from bitedge.model.image_processor import BitImageProcessor
 
 __all__ = ["DEFAULT_METHOD", "collect_ranges", "make_table"]
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from bitedge.data import IMAGE_SUFFIXES
 from bitedge.errors import BadInputError, CalibrationError, ImageError
 from bitedge.hashing import sha256_file
-from bitedge.image_processor import BitImageProcessor, error_at, to_rgb_array
+from bitedge.model.image_processor import IMAGE_SUFFIXES, BitImageProcessor, error_at, to_rgb_array
 
 ARRAY_KEY = "pixel_values"  # the array inside an .npz; an .npz with a single array may use any name
 

@@ -1,30 +1,43 @@
-"""The converter contract every target implements (DESIGN.md): one small abstract base.
+"""The converter contract every target implements (docs/design.md): one small abstract base.
 
 A converter turns a folded deploy graph into files in a directory, loads those files back as a *runner*
 in the target's real runtime (``batch (N, 3, H, W) float32 -> logits (N, K) float32``), and names its
-parity budgets. Runtime imports happen inside methods, so importing bitedge never needs the runtime and a
-missing one is reported as "install bitedge[<extra>]".
+parity budgets. It declares its own options as a frozen dataclass (``Options``), whose fields become its
+command-line flags. Runtime imports (and torch) happen inside methods, so importing a target module is cheap:
+``bitedge --help`` imports every target, and a missing runtime is reported as "install bitedge[<extra>]".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from torch import nn
 
-from bitedge.errors import MissingRuntimeError, UnknownTargetError
-from bitedge.image_processor import BitImageProcessor
-from bitedge.manifest import InputRecord, Manifest, OutputRecord
-from bitedge.parity import BUDGETS, Budget
-from bitedge.targets import ONNX_GROUP_NORMS, Precision, Target
+from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
+from bitedge.errors import BadInputError, MissingRuntimeError
+from bitedge.model.image_processor import BitImageProcessor
+from bitedge.parity.metrics import BUDGETS, Budget, Runner
+from bitedge.precisions import Precision
 
-Runner = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def option(help: str, *, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Metadata of a target option's field: its help text, allowed values and extra flag spellings. The flag
+    itself is ``--<target>-<field-name>``."""
+    return {"help": help, "choices": choices, "aliases": aliases}
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Base of every target's options: a frozen dataclass of str, int or bool fields with defaults."""
 
 
 @dataclass(frozen=True)
@@ -38,18 +51,9 @@ class ExportSpec:
     simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ (calibration table)
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
-    onnx_group_norm: str = ONNX_GROUP_NORMS[0]  # the onnx target's GroupNorm form, one of ONNX_GROUP_NORMS
     processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)
     labels: tuple[str, ...] = ()  # class names, for runtimes with a classifier output (Core ML)
-    coreml_target: str | None = None  # Core ML minimum deployment target, e.g. "iOS17"; None: the lowest possible
-    tensor_input: bool = False  # Core ML: a plain multi-array input instead of an image
-    # Called by a converter as soon as its runtime holds its own copy of the weights: the pipeline frees the
-    # folded weights there when no later artifact needs them, so the two never pile up with the runtime's.
-    release_source: Callable[[], None] | None = None
-
-    def source_released(self) -> None:
-        if self.release_source is not None:
-            self.release_source()
+    options: TargetOptions = TargetOptions()  # the target's own options (its ``Options`` dataclass)
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,21 @@ class ConvertedFiles:
     simulated_reference: bool = False
 
 
-class Converter(ABC):
-    """One deployment target."""
+def keep_weights() -> None:
+    """The default ``release_weights``: the caller still needs the deploy graph's weights."""
 
-    target: ClassVar[Target]
+
+class Converter(ABC):
+    """One deployment target. Subclasses register with ``@register`` (``bitedge.converters.registry``)."""
+
+    name: ClassVar[str]  # the target's name on the command line and in manifests
+    description: ClassVar[str]  # one line: what the artifact is and what runs it
     precisions: ClassVar[tuple[Precision, ...]]
     extra: ClassVar[str]  # pip extra that installs the runtime: bitedge[<extra>]
     modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
     quantizers: ClassVar[tuple[str, ...]] = ("bitedge",)  # int8 quantizers it offers, the default first
+    Options: ClassVar[type[TargetOptions]] = TargetOptions  # its own options (fields become CLI flags)
+    budgets: ClassVar[Mapping[Precision, Budget]] = BUDGETS  # parity budget per precision (artifact vs float)
 
     def check_runtime(self) -> None:
         """Raise MissingRuntimeError unless the runtime imports."""
@@ -77,11 +88,8 @@ class Converter(ABC):
                 importlib.import_module(module)
             except ImportError as exc:
                 raise MissingRuntimeError(
-                    f"target {self.target} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
+                    f"target {self.name} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
                 ) from None
-
-    def validate(self, precision: Precision, spec: ExportSpec) -> None:  # noqa: B027 - optional hook
-        """Raise a BitEdgeError for an option combination the target cannot build (checked before any work)."""
 
     def default_skip_reason(self) -> str | None:
         """Why a convert that names no target should leave this one out here (None: include it)."""
@@ -90,7 +98,27 @@ class Converter(ABC):
     def check_precision(self, precision: Precision) -> None:
         if precision not in self.precisions:
             supported = ", ".join(p.value for p in self.precisions)
-            raise UnknownTargetError(f"target {self.target} does not support {precision}; it supports {supported}")
+            raise BadInputError(f"target {self.name} does not support {precision}; it supports {supported}")
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any]) -> TargetOptions:
+        """The target's ``Options`` from user values (unknown names, wrong types and choices are errors)."""
+        known = {f.name: f for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            choices = ", ".join(known) or "none"
+            raise BadInputError(f"target {cls.name} has no option {', '.join(unknown)}; its options: {choices}")
+        for name, value in values.items():
+            default = known[name].default
+            if value is not None and default is not None and not isinstance(value, type(default)):
+                raise BadInputError(f"{cls.name} option {name}: expected {type(default).__name__}, got {value!r}")
+            allowed: tuple[str, ...] | None = known[name].metadata.get("choices")
+            if allowed and value not in allowed:
+                raise BadInputError(f"{cls.name} option {name}: {value!r} is not one of {', '.join(allowed)}")
+        return cls.Options(**values)
+
+    def validate(self, precision: Precision, spec: ExportSpec) -> None:  # noqa: B027 - optional hook
+        """Raise a BitEdgeError for an option combination the target cannot build (checked before any work)."""
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}
@@ -108,11 +136,24 @@ class Converter(ABC):
         return tensor, OutputRecord("logits", [batch, num_labels])
 
     def budget(self, precision: Precision) -> Budget:
-        return BUDGETS[precision]
+        return self.budgets[precision]
 
     @abstractmethod
-    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
-        """Write the runtime's files for ``deploy`` into ``directory``."""
+    def convert(
+        self,
+        deploy: nn.Module,
+        directory: Path,
+        *,
+        precision: Precision,
+        spec: ExportSpec,
+        release_weights: Callable[[], None] = keep_weights,
+    ) -> ConvertedFiles:
+        """Write the runtime's files for ``deploy`` into ``directory``.
+
+        Call ``release_weights()`` as soon as the runtime holds its own copy of the weights: the caller frees
+        ``deploy``'s (and the simulated model's) weights there when nothing later needs them, so a large model
+        never sits in memory three times. ``deploy`` must not be used after the call.
+        """
 
     @abstractmethod
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
@@ -122,11 +163,16 @@ class Converter(ABC):
         self, directory: Path, manifest: Manifest, *, threads: int | None
     ) -> tuple[Runner, dict[str, Any]]:
         """The artifact configured as a deployment runs it, for timing; and that configuration, recorded."""
-        return self.load_runner(directory, manifest, threads=threads), {"runtime": self.target.value}
+        return self.load_runner(directory, manifest, threads=threads), {"runtime": self.name}
 
     def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:
         """Other ways users may run the artifact (e.g. a runtime's default precision), shown, not gated."""
         return {}
+
+    def build_on_device(self, directory: Path) -> list[str]:
+        """Build what the artifact needs on the device that will run it (``bitedge build-engine``); returns the
+        new files. Most targets need nothing there."""
+        raise BadInputError(f"{directory}: a {self.name} artifact has nothing to build on the device")
 
 
 def fixed_batch(run: Runner, batch: int | None) -> Runner:

@@ -19,17 +19,21 @@ silently. What that default gives is reported next to the gated result.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner, fixed_batch
-from bitedge.converters.onnx_graph import ExportError, build_onnx
-from bitedge.errors import MissingRuntimeError, UnknownTargetError
-from bitedge.manifest import Manifest
-from bitedge.targets import Precision, Target
+from bitedge.artifacts.manifest import Manifest
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, fixed_batch, keep_weights
+from bitedge.converters.registry import register
+from bitedge.errors import CalibrationError, ExportError, MissingRuntimeError
+from bitedge.parity.metrics import Runner
+from bitedge.precisions import Precision
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MODEL_XML = "model.xml"
 # GroupNorm as per-channel statistics averaged per group: the native op's (N, G, -1) reshape makes the CPU
@@ -42,19 +46,29 @@ QUANTIZERS = ("nncf", "bitedge")
 DEFAULT_QUANTIZER = "nncf"
 
 
+@register
 class OpenVinoConverter(Converter):
-    target = Target.OPENVINO
+    name = "openvino"
+    description = "OpenVINO IR (model.xml + model.bin), verified on the CPU plugin at f32"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
     extra = "openvino"
     modules = ("openvino",)
     quantizers = QUANTIZERS
 
-    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
+    def convert(
+        self,
+        deploy: nn.Module,
+        directory: Path,
+        *,
+        precision: Precision,
+        spec: ExportSpec,
+        release_weights: Callable[[], None] = keep_weights,
+    ) -> ConvertedFiles:
         import openvino as ov
 
+        from bitedge.converters._onnx_graph import build_onnx
+
         quantizer = (spec.quantizer or DEFAULT_QUANTIZER) if precision == Precision.INT8 else None
-        if quantizer is not None and quantizer not in QUANTIZERS:
-            raise UnknownTargetError(f"unknown quantizer {quantizer!r} for openvino; choose from {QUANTIZERS}")
         graph = spec.simulated if quantizer == "bitedge" else deploy
         if graph is None:
             raise ExportError("int8 with bitedge's quantizer needs the simulated-quantized model (a calibration table)")
@@ -69,7 +83,7 @@ class OpenVinoConverter(Converter):
                                     external_data=Path(scratch) / "model.onnx.data")  # fmt: skip
             _save_onnx(onnx_model, onnx_path)
             model = ov.convert_model(str(onnx_path))
-        spec.source_released()  # OpenVINO holds the weights now; NNCF works on its copy
+        release_weights()  # OpenVINO holds the weights now; NNCF works on its copy
         if quantizer == "nncf":
             model = _nncf_quantize(model, spec)
         if spec.raw_pixel_input:
@@ -134,7 +148,7 @@ def _nncf_quantize(model: Any, spec: ExportSpec) -> Any:
             "--quantizer nncf needs nncf; install it with: pip install 'bitedge[openvino]'"
         ) from None
     if spec.calibration is None:
-        raise UnknownTargetError("the nncf quantizer needs calibration images")
+        raise CalibrationError("the nncf quantizer needs calibration images")
     samples = list(spec.calibration())
     return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
 

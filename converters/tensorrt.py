@@ -15,19 +15,21 @@ explicit-quantization rules (violations are errors).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Runner
+from bitedge.artifacts.manifest import Manifest
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, keep_weights
 from bitedge.converters.onnx import DATA_FILE, MODEL_FILE, OnnxConverter, save_onnx
-from bitedge.converters.onnx_graph import ExportError, build_onnx
-from bitedge.converters.qdq_lint import lint_int8
-from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.converters.registry import register
+from bitedge.errors import BadInputError, ExportError, MissingRuntimeError
 from bitedge.fileio import write_json_atomic
-from bitedge.manifest import Manifest
-from bitedge.targets import Precision, Target
+from bitedge.parity.metrics import Runner
+from bitedge.precisions import Precision
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BUILD_SPEC = "build_spec.json"
 ENGINE_FILE = "model.engine"
@@ -39,22 +41,32 @@ SUPPORTED_OPS = {
 }  # fmt: skip
 
 
+@register
 class TensorRTConverter(Converter):
-    target = Target.TENSORRT
+    name = "tensorrt"
+    description = "a bundle (ONNX + build spec) whose engine is built on the device; its ONNX verified here"
     precisions = (Precision.FP16, Precision.INT8)
     extra = "tensorrt"
     modules = ("onnx", "onnxruntime")  # for the bundle; the engine needs tensorrt on the device
 
     def default_skip_reason(self) -> str | None:
         """Left out of a default convert unless this machine can build and run an engine."""
-        from bitedge.converters.tensorrt_engine import engine_unavailable
+        from bitedge.converters._tensorrt_engine import engine_unavailable
 
         return engine_unavailable()
 
-    def convert(self, deploy: nn.Module, directory: Path, *, precision: Precision, spec: ExportSpec) -> ConvertedFiles:
+    def convert(
+        self,
+        deploy: nn.Module,
+        directory: Path,
+        *,
+        precision: Precision,
+        spec: ExportSpec,
+        release_weights: Callable[[], None] = keep_weights,
+    ) -> ConvertedFiles:
+        from bitedge.converters._onnx_graph import build_onnx
+
         int8 = precision == Precision.INT8
-        if int8 and spec.quantizer not in (None, "bitedge"):
-            raise UnknownTargetError(f"tensorrt takes bitedge's explicit Q/DQ only, not {spec.quantizer!r}")
         graph = spec.simulated if int8 else deploy
         if graph is None:
             raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
@@ -62,14 +74,14 @@ class TensorRTConverter(Converter):
             graph, input_size=spec.input_size, batch=spec.batch, fp16=not int8, metadata=spec.metadata,
             external_data=directory / DATA_FILE,
         )  # fmt: skip
-        spec.source_released()
+        release_weights()
         problems = lint_tensorrt(model, int8=int8, allowed_float=_excluded(graph) if int8 else set())
         if problems:
             raise ExportError("the bundle breaks TensorRT's rules: " + "; ".join(problems[:5]))
         files = save_onnx(model, directory / MODEL_FILE)
         write_json_atomic(directory / BUILD_SPEC, build_spec(spec, precision))
         notes = []
-        from bitedge.converters.tensorrt_engine import build_engine, engine_unavailable
+        from bitedge.converters._tensorrt_engine import build_engine, engine_unavailable
 
         reason = engine_unavailable()
         if reason is None:
@@ -83,16 +95,25 @@ class TensorRTConverter(Converter):
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         """The engine in the TensorRT runtime once built; before that, the bundle's ONNX in onnxruntime."""
         if (directory / ENGINE_FILE).is_file():
-            from bitedge.converters.tensorrt_engine import engine_runner
+            from bitedge.converters._tensorrt_engine import engine_runner
 
             return engine_runner(directory, manifest)
         return OnnxConverter().load_runner(directory, manifest, threads=threads)
+
+    def build_on_device(self, directory: Path) -> list[str]:
+        """The engine, built on this machine (it must have the GPU and TensorRT that will run it)."""
+        from bitedge.converters._tensorrt_engine import HOW_TO, build_engine, engine_unavailable
+
+        reason = engine_unavailable()
+        if reason is not None:
+            raise BadInputError(f"cannot build here: {reason}; {HOW_TO}")
+        return build_engine(directory)
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None
     ) -> tuple[Runner, dict[str, Any]]:
         """Only a built engine is timed: an onnxruntime stand-in would say nothing about TensorRT's speed."""
-        from bitedge.converters.tensorrt_engine import HOW_TO, device, engine_runner
+        from bitedge.converters._tensorrt_engine import HOW_TO, device, engine_runner
 
         if not (directory / ENGINE_FILE).is_file():
             raise MissingRuntimeError(f"{directory}: the engine is not built yet; {HOW_TO}, then bench it there")
@@ -121,6 +142,8 @@ def build_spec(spec: ExportSpec, precision: Precision) -> dict[str, Any]:
 
 def lint_tensorrt(model: Any, *, int8: bool, allowed_float: set[str]) -> list[str]:
     """TensorRT's explicit-quantization rules (int8) plus supported opset and ops (both precisions)."""
+    from bitedge.converters._qdq_lint import lint_int8
+
     problems = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not 13 <= opset <= 21:
@@ -150,6 +173,8 @@ def _unquantized_layers(model: Any, allowed_float: set[str]) -> list[str]:
 
 def _excluded(graph: nn.Module) -> set[str]:
     """fx node names of the layers the calibration recipe kept in float (their Conv/Gemm may be float)."""
+    from torch import nn
+
     from bitedge.calibration.simulate import QuantizedConv2d, QuantizedLinear
 
     modules = dict(graph.named_modules())

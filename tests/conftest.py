@@ -20,7 +20,7 @@ TINY_32_GROUPS: dict[str, Any] = dict(embedding_size=32, hidden_sizes=[128, 128,
 
 @pytest.fixture(scope="session", autouse=True)
 def _hash_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Artifact file digests are cached per user (bitedge.integrity): the suite keeps its own cache."""
+    """Artifact file digests are cached per user (bitedge.artifacts.integrity): the suite keeps its own cache."""
     import os
 
     os.environ["BITEDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("bitedge-cache"))

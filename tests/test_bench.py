@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitedge.bench import (  # _stats: LatencyStats from chosen samples
+from bitedge.bench.protocol import (  # _stats: LatencyStats from samples
     Protocol,
     _stats,
     measure_interleaved,
@@ -82,7 +82,7 @@ def test_paired_ratio_pairs_samples_of_the_same_round() -> None:
 
 _PEAK_SINCE_RESET = """
 import numpy as np
-from bitedge.bench import current_rss_mb, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss
+from bitedge.memory import current_rss_mb, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss
 
 before = peak_rss_mb()
 assert reset_peak_rss()
@@ -108,7 +108,7 @@ def test_peak_memory_since_a_reset() -> None:
 _WHERE_A_FREED_BLOCK_GOES = """
 import ctypes, ctypes.util, sys
 import numpy as np
-from bitedge.bench import keep_freed_memory
+from bitedge.memory import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):  # glibc's malloc statistics (malloc.h)
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

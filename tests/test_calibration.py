@@ -17,7 +17,7 @@ from bitedge.calibration.sources import open_calibration
 from bitedge.calibration.table import CalibrationTable
 from bitedge.errors import BadInputError, CalibrationError, ImageError
 from bitedge.fold import fold
-from bitedge.loading import DEMO_CALIBRATION
+from bitedge.model.demo import DEMO_CALIBRATION
 
 PROCESSOR = BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
 

@@ -12,7 +12,7 @@ import pytest
 
 from bitedge import PRESETS, __version__
 from bitedge.cli import main
-from bitedge.summary import count_macs, count_parameters
+from bitedge.model.summary import count_macs, count_parameters
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def test_failed_conversion_leaves_old_artifact_and_no_partial_directory(
     [
         (["--target", "tflite"], "unknown target"),
         (["--target", "onnx", "--precision", "w8"], "does not support w8"),
-        (["--target", "coreml", "--precision", "int8", "--coreml-target", "iOS16"], "needs iOS17 or later"),
+        (["--target", "coreml", "--precision", "int8", "--coreml-target", "iOS16", "--calibration", "."], "iOS17"),
         (["--target", "coreml", "--coreml-target", "iOS99"], "unknown Core ML deployment target"),
         (["--precision", "int4"], "unknown precision"),
     ],

@@ -15,9 +15,10 @@ ct = pytest.importorskip("coremltools")
 from conftest import hf_classifier  # noqa: E402
 
 from bitedge.cli import main  # noqa: E402
-from bitedge.converters.coreml import PACKAGE, EmulatedRunner  # noqa: E402
-from bitedge.converters.coreml_package import MLPackage  # noqa: E402
-from bitedge.loading import DEMO_EVAL  # noqa: E402
+from bitedge.converters._coreml_package import MLPackage  # noqa: E402
+from bitedge.converters._coreml_runner import EmulatedRunner  # noqa: E402
+from bitedge.converters.coreml import PACKAGE  # noqa: E402
+from bitedge.model.demo import DEMO_EVAL  # noqa: E402
 
 CLIP_PREPROCESSING = {
     "do_resize": True, "size": {"shortest_edge": 64}, "do_center_crop": True, "crop_size": {"height": 64, "width": 64},

@@ -19,9 +19,9 @@ from torch.nn import functional as F
 
 ct = pytest.importorskip("coremltools")
 
-from bitedge.converters.coreml_check import check_package  # noqa: E402
-from bitedge.converters.coreml_emulator import Emulator, UnsupportedOpError  # noqa: E402
-from bitedge.converters.coreml_package import MLPackage, PackageError  # noqa: E402
+from bitedge.converters._coreml_check import check_package  # noqa: E402
+from bitedge.converters._coreml_emulator import Emulator, UnsupportedOpError  # noqa: E402
+from bitedge.converters._coreml_package import MLPackage, PackageError  # noqa: E402
 
 
 class PreActBlock(nn.Module):

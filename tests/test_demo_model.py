@@ -11,8 +11,8 @@ import torch
 
 from bitedge import load_model
 from bitedge.cli import main
-from bitedge.data import Batches, scan_images
-from bitedge.loading import DEMO_CALIBRATION, DEMO_EVAL
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL
+from bitedge.parity.images import Batches, scan_images
 
 RECORDED = Path(__file__).parents[1] / "benchmarks" / "results" / "demo_model.json"
 

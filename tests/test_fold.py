@@ -11,7 +11,7 @@ from conftest import hf_classifier, pixels
 from bitedge import BitImageProcessor, load_model
 from bitedge.errors import ConfigError
 from bitedge.fold import fold
-from bitedge.layers import WeightStandardizedConv2d
+from bitedge.model.layers import WeightStandardizedConv2d
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from bitedge.cli import main
-from bitedge.converters.qdq_lint import lint_int8
+from bitedge.converters._qdq_lint import lint_int8
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +107,14 @@ def test_table_reuse_gives_identical_artifacts(
 
 
 def test_table_for_another_model_is_refused(
-    tmp_path: Path, tiny_hf_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_hf_dir: Path, eval_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     table = tmp_path / "table.json"
     assert main(["calibrate", "--out", str(table), "--calibration-size", "20"]) == 0
     args = ["convert", str(tiny_hf_dir), "--target", "onnx", "--precision", "int8", "--out", str(tmp_path / "o")]
-    assert main([*args, "--image-size", "64", "--calibration-table", str(table)]) == 2
-    assert "another checkpoint" in capsys.readouterr().err
+    assert main([*args, "--image-size", "64", "--calibration-table", str(table), "--eval", str(eval_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "another checkpoint" in err and "float reference" not in err  # refused before any work
     assert not (tmp_path / "o").exists()
 
 

@@ -418,14 +418,14 @@ def test_repeated_precisions_are_merged(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--precision", "int8", "--calibration", "X", "--calibration-table", "T"], "--calibration-table T fixes"),
         (["--precision", "int8", "--calibration-table", "T", "--exclude", "stem"], "--exclude would be ignored"),
         (["--calibration", "X"], "only apply to int8"),
         (["--quantizer", "bitedge"], "only apply to int8"),
-        (["--coreml-target", "iOS17"], "only applies to the coreml target"),
-        (["--tensor-input"], "only applies to the coreml target"),
-        (["--target", "openvino", "--onnx-group-norm", "native"], "only applies to the onnx target"),
+        (["--coreml-target", "iOS17"], "options of the coreml target were given, but no coreml artifact"),
+        (["--tensor-input"], "options of the coreml target were given"),
+        (["--target", "openvino", "--onnx-group-norm", "native"], "options of the onnx target were given"),
         (["--precision", "int8", "--quantizer", "nncf"], "--quantizer nncf is not available for onnx"),
+        (["--precision", "int8", "--calibration-table", "T", "--calibration", "X"], "--calibration would be"),
         (["--image-size", "100000"], "2048 px"),
         (["--image-size", "8"], "32..2048"),
         (["--batch", "0"], "positive integer"),
@@ -549,12 +549,12 @@ def test_unexpected_errors_are_one_line_with_a_pointer_to_debug(
     convert_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     error: BaseException, message: str, code: int,
 ) -> None:  # fmt: skip
-    import bitedge.pipeline
+    import bitedge.pipeline.convert
 
     def broken(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(bitedge.pipeline, "fold", broken)
+    monkeypatch.setattr(bitedge.pipeline.convert, "fold", broken)
     out = tmp_path / "out"
     got, _, err = run(capsys, *convert_args, "--out", str(out))
     last = err.strip().splitlines()[-1]

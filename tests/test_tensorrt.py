@@ -10,8 +10,8 @@ import pytest
 from onnx import numpy_helper
 
 from bitedge.cli import main
+from bitedge.converters._tensorrt_engine import engine_unavailable
 from bitedge.converters.tensorrt import lint_tensorrt
-from bitedge.converters.tensorrt_engine import engine_unavailable
 
 
 @pytest.fixture(scope="module")

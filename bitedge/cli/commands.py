@@ -15,8 +15,8 @@ from typing import Any
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from bitedge.manifest import Manifest
-    from bitedge.ownership import MANIFEST_NAME
+    from bitedge.artifacts.manifest import Manifest
+    from bitedge.artifacts.ownership import MANIFEST_NAME
 
     if (Path(args.model) / MANIFEST_NAME).is_file():
         manifest = Manifest.read(args.model)
@@ -25,9 +25,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         else:
             print("\n".join(_artifact_lines(manifest)))
         return 0
-    from bitedge.loading import load_model
-    from bitedge.presets import PRESETS
-    from bitedge.summary import summarize
+    from bitedge.model.loading import load_model
+    from bitedge.model.presets import PRESETS
+    from bitedge.model.summary import summarize
 
     if not Path(args.model).exists() and args.model in PRESETS:
         preset = PRESETS[args.model]
@@ -47,161 +47,79 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that choose how a table is calibrated: a reused table (--calibration-table) has fixed all of them.
-_CALIBRATING_FLAGS = ("calibration", "calibration_method", "calibration_size", "calibration_seed", "exclude",
-                      "strict_images")  # fmt: skip
+TARGET_OPTION = "target_option:"  # argparse dest prefix of a target's own option: "target_option:onnx.group_norm"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The calibration options as the library takes them (None: not given)."""
+    return {
+        "calibration": args.calibration,
+        "calibration_method": args.calibration_method,
+        "calibration_size": args.calibration_size,
+        "calibration_seed": args.calibration_seed,
+        "exclude": args.exclude,
+        "strict_images": args.strict_images,
+    }
 
 
-def _calibration_options(args: argparse.Namespace) -> Any:
-    from bitedge.calibration import DEFAULT_METHOD
-    from bitedge.errors import BadInputError
-    from bitedge.loading import DEMO_CALIBRATION
-    from bitedge.quantize import CalibrationOptions
-
-    table = getattr(args, "calibration_table", None)
-    if table is not None:
-        given = [_flag(name) for name in _CALIBRATING_FLAGS if getattr(args, name)]
-        if given:
-            raise BadInputError(
-                f"--calibration-table {table} fixes the calibration; {', '.join(given)} would be ignored: drop "
-                "them, or drop --calibration-table to calibrate anew"
-            )
-    return CalibrationOptions(
-        images=args.calibration or DEMO_CALIBRATION,
-        table=table,
-        method=args.calibration_method or DEFAULT_METHOD,
-        size=args.calibration_size or 512,
-        seed=args.calibration_seed or 0,
-        exclude=tuple(args.exclude or ()),
-        strict_images=args.strict_images,
-    )
-
-
-def _check_flags_apply(args: argparse.Namespace, jobs: list[Any]) -> None:
-    """A flag that no planned artifact uses is a mistake, not something to ignore silently."""
-    from bitedge.converters import get_converter
-    from bitedge.errors import BadInputError
-    from bitedge.targets import Precision, Target
-
-    int8 = [job for job in jobs if job.precision == Precision.INT8]
-    planned = ", ".join(f"{job.target} {job.precision}" for job in jobs)
-    if not int8:
-        given = [_flag(n) for n in (*_CALIBRATING_FLAGS, "calibration_table", "quantizer") if getattr(args, n)]
-        if given:
-            raise BadInputError(
-                f"{', '.join(given)} only apply to int8, and none of the planned artifacts is int8 ({planned}); "
-                "add --precision int8 or drop them"
-            )
-    for flag, target in (("onnx_group_norm", Target.ONNX), ("coreml_target", Target.COREML),
-                         ("tensor_input", Target.COREML)):  # fmt: skip
-        if getattr(args, flag) and not any(job.target == target for job in jobs):
-            raise BadInputError(
-                f"{_flag(flag)} only applies to the {target} target, which is not planned ({planned}); "
-                f"add --target {target} or drop it"
-            )
-    if args.quantizer:
-        refusing = sorted({str(j.target) for j in int8 if args.quantizer not in get_converter(j.target).quantizers})
-        if refusing:
-            raise BadInputError(
-                f"--quantizer {args.quantizer} is not available for {', '.join(refusing)} (they quantize with "
-                "bitedge's table); name the targets that offer it with --target, e.g. --target openvino"
-            )
+def _target_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``{target: {option: value}}`` from the target flags the user gave (the others are not in ``args``)."""
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith(TARGET_OPTION):
+            target, _, name = key.removeprefix(TARGET_OPTION).partition(".")
+            options.setdefault(target, {})[name] = value
+    return options
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from bitedge.calibration.table import CalibrationTable
-    from bitedge.errors import BadInputError
-    from bitedge.fold import fold
-    from bitedge.loading import load_model
-    from bitedge.pipeline import resolve_processor
-    from bitedge.quantize import calibration_table
+    from bitedge.api import calibrate
 
-    if args.out.is_dir():
-        raise BadInputError(f"{args.out}: is a directory; give the table's file name, e.g. {args.out}/table.json")
-    if args.out.exists() and not args.overwrite:
-        raise BadInputError(f"{args.out}: already exists; pass --overwrite to replace it")
-    if args.out.exists():
-        try:
-            CalibrationTable.load(args.out)
-        except BadInputError:
-            raise BadInputError(
-                f"{args.out}: exists and is not a bitedge calibration table; it is left untouched: choose another --out"
-            ) from None
-    if not args.out.parent.is_dir():
-        raise BadInputError(f"{args.out.parent}: directory does not exist; create it first")
-    model = load_model(args.model, seed=args.seed)
-    processor = resolve_processor(model.image_processor, args.image_size)
-    deploy = fold(model, raw_pixel_input=args.raw_pixel_input, processor=processor)
-    options = _calibration_options(args)
-    table = calibration_table(model, deploy, processor, options, raw_pixels=args.raw_pixel_input, log=_log)
-    table.save(args.out)
+    table = calibrate(
+        args.model, args.out, image_size=args.image_size, raw_pixel_input=args.raw_pixel_input, seed=args.seed,
+        overwrite=args.overwrite, log=_log, **_calibration_kwargs(args),
+    )  # fmt: skip
     used = table.calibration["used"]
     print(f"calibration table: {args.out} ({table.method}, {len(table.amax)} layers, {used} images)")
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from bitedge.integrity import Allowances
-    from bitedge.jobs import plan_jobs
-    from bitedge.loading import DEMO_EVAL
-    from bitedge.pipeline import ConvertOptions, convert
-    from bitedge.targets import ONNX_GROUP_NORMS, parse_precision, parse_target
+    from bitedge.api import convert
 
-    named = args.target and args.target != ["all"]
-    # each named once: a repeated name would otherwise plan the same artifact twice
-    targets = list(dict.fromkeys(parse_target(t) for t in args.target)) if named else None
-    precisions = list(dict.fromkeys(parse_precision(p) for p in args.precision)) if args.precision else None
-    jobs, skipped = plan_jobs(targets, precisions, args.out)
-    _check_flags_apply(args, jobs)
-    options = ConvertOptions(
-        eval_images=args.eval_images or DEMO_EVAL,
-        image_size=args.image_size,
-        batch=args.batch,
-        raw_pixel_input=args.raw_pixel_input,
-        overwrite=args.overwrite,
-        threads=args.threads,
-        seed=args.seed,
-        calibration=_calibration_options(args),
-        quantizer=args.quantizer,
-        onnx_group_norm=args.onnx_group_norm or ONNX_GROUP_NORMS[0],
-        coreml_target=args.coreml_target,
-        tensor_input=args.tensor_input,
-    )
     if args.bench:
-        from bitedge.benchrun import check_out
+        from bitedge.bench.run import check_out
 
         check_out(args.out)
-    for skip in skipped:
-        _log(f"skipping {skip.target}: {skip.reason}")
-    results = convert(args.model, jobs, options, log=_log)
+    results = convert(
+        args.model, args.out, targets=args.target, precisions=args.precision, eval_images=args.eval_images,
+        calibration_table=args.calibration_table, quantizer=args.quantizer, image_size=args.image_size,
+        batch=args.batch, raw_pixel_input=args.raw_pixel_input, overwrite=args.overwrite, threads=args.threads,
+        seed=args.seed, target_options=_target_options(args), log=_log, **_calibration_kwargs(args),
+    )  # fmt: skip
     for result in results:
         print("\n".join(result.report.summary_lines()))
-    print(_table(results, [(s.target, s.reason) for s in skipped]))
+    print(_table(results, [(s.target, s.reason) for s in results.skipped]))
     root = args.out if len(results) > 1 else None
-    # this run's artifacts were just verified; a failed one is timed and reported as such (the exit code says it)
-    own = Allowances(failed=True)
     if args.bench:
-        from bitedge.bench import Protocol
-        from bitedge.benchrun import bench, table, write
+        from bitedge.artifacts.integrity import Allowances
+        from bitedge.bench.protocol import Protocol
+        from bitedge.bench.run import bench, table, write
 
         _log("timing every artifact (batch 1, short protocol)")
         protocol = Protocol(5, 0.5, 20, 1.0)
+        # this run's artifacts were just verified; a failed one is timed and reported as such (the exit code says it)
         timed = bench([str(r.directory) for r in results], batches=[1], threads=args.threads, protocol=protocol,
-                      allow=own)  # fmt: skip
+                      allow=Allowances(failed=True))  # fmt: skip
         print(table(timed))
         write(timed, root or results[0].directory, protocol)
-    if root is not None:
-        from bitedge.report import build_report
+        if root is not None:
+            from bitedge.report import build_report
 
-        _log(f"writing the report in {root}")
-        built = build_report(root, allow=own)
-        _warn(built.problems)
-        print(f"report: {built.html}")
-    return 0 if all(r.report.passed for r in results) else 1
+            build_report(root, allow=Allowances(failed=True))  # again, with the latencies
+    if root is not None:
+        print(f"report: {root / 'report.html'}")
+    return 0 if results.passed else 1
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -216,7 +134,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _allowances(args: argparse.Namespace) -> Any:
-    from bitedge.integrity import Allowances
+    from bitedge.artifacts.integrity import Allowances
 
     return Allowances(failed=args.allow_failed, modified=args.no_verify_hashes)
 
@@ -227,8 +145,8 @@ def _warn(warnings: Any) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from bitedge.bench import Protocol
-    from bitedge.benchrun import bench, check_out, table, write
+    from bitedge.bench.protocol import Protocol
+    from bitedge.bench.run import bench, check_out, table, write
 
     protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
     if args.out:
@@ -265,31 +183,22 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from bitedge.converters.tensorrt_engine import HOW_TO, build_engine, engine_unavailable
-    from bitedge.errors import BadInputError
-    from bitedge.manifest import Manifest
+    from bitedge.api import build_on_device
 
-    manifest = Manifest.read(args.artifact)
-    if manifest.target != "tensorrt":
-        raise BadInputError(f"{args.artifact}: a {manifest.target} artifact, not a tensorrt bundle")
-    reason = engine_unavailable()
-    if reason is not None:
-        raise BadInputError(f"cannot build here: {reason}; {HOW_TO}")
-    files = build_engine(args.artifact)
-    manifest.files = sorted(set(manifest.files) | set(files))
-    manifest.write(args.artifact)
-    _log(f"engine built: {args.artifact / files[0]}; verifying it")
-    return run_verify(argparse.Namespace(artifact=args.artifact, eval_images=None, threads=None))
+    return _print_verdict(build_on_device(args.artifact, log=_log))
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from bitedge.pipeline import verify
+    from bitedge.api import verify
 
-    result = verify(args.artifact, eval_images=args.eval_images, threads=args.threads, log=_log)
+    return _print_verdict(verify(args.artifact, args.eval_images, threads=args.threads, log=_log))
+
+
+def _print_verdict(result: Any) -> int:
     print("\n".join(result.report.summary_lines()))
     print(_table([result], []))
     _warn(result.warnings)
-    return 0 if result.report.passed else 1
+    return 0 if result.passed else 1
 
 
 def _table(results: list[Any], skipped: list[tuple[str, str]]) -> str:

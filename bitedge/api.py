@@ -1,0 +1,282 @@
+"""The library API: ``convert`` and ``verify``, with the command line's options as keyword arguments.
+
+Strings are parsed here, once, into enums and frozen dataclasses; every option combination is checked
+before any heavy work; errors are exceptions of the ``BitEdgeError`` family (``BadInputError`` for bad
+input), never ``SystemExit``. ``bitedge``'s command line is a thin layer over these two functions.
+
+The demo's bundled images belong to the demo model only: any other model must name its evaluation images
+(``eval_images``) and, for int8, its calibration images or table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bitedge.converters import get_converter, parse_target
+from bitedge.errors import BadInputError
+from bitedge.limits import check_positive
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL, DEMO_MODEL, is_demo
+from bitedge.pipeline.options import CalibrationOptions, ConvertRequest
+from bitedge.pipeline.plan import Skipped, plan
+from bitedge.pipeline.result import Result
+from bitedge.precisions import Precision, parse_precision
+
+if TYPE_CHECKING:
+    from bitedge.calibration.table import CalibrationTable
+
+Log = Callable[[str], None]
+
+
+class Conversion(list[Result]):
+    """The artifacts one ``convert`` published (a list of ``Result``), and the targets it left out."""
+
+    def __init__(self, results: Sequence[Result], skipped: Sequence[Skipped]) -> None:
+        super().__init__(results)
+        self.skipped = list(skipped)
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self)
+
+
+def convert(
+    model: str | Path = DEMO_MODEL,
+    out: str | Path = "bitedge-artifacts",
+    *,
+    targets: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    eval_images: str | Path | None = None,
+    calibration: str | Path | None = None,
+    calibration_table: str | Path | None = None,
+    calibration_method: str | None = None,
+    calibration_size: int | None = None,
+    calibration_seed: int | None = None,
+    exclude: Sequence[str] | None = None,
+    strict_images: bool = False,
+    quantizer: str | None = None,
+    image_size: int | None = None,
+    batch: int | None = None,
+    raw_pixel_input: bool = False,
+    overwrite: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    target_options: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Log | None = None,
+) -> Conversion:
+    """Convert ``model`` for every target (or those named) at every precision (or those named), verify each
+    artifact in its runtime, and publish it under ``out``; several artifacts also get a report there.
+
+    Returns one ``Result`` per artifact (``.passed``, ``.directory``, ``.manifest``, ``.report``); a failed
+    artifact is still published, marked failed. Raises ``BadInputError`` (and kin) before any work when the
+    request cannot be done, e.g. a non-demo model without ``eval_images``.
+    """
+    log = log or (lambda _: None)
+    names = [name for name in (targets or []) if name != "all"]
+    given = _calibration_given(
+        calibration, calibration_table, calibration_method, calibration_size, calibration_seed, exclude, strict_images
+    )
+    options = {
+        parse_target(t): get_converter(parse_target(t)).parse_options(v) for t, v in (target_options or {}).items()
+    }
+    request = ConvertRequest(
+        model=str(model),
+        out=Path(out),
+        eval_images=_eval_images(model, eval_images),
+        targets=tuple(dict.fromkeys(parse_target(t) for t in names)) or None,
+        precisions=tuple(dict.fromkeys(parse_precision(p) for p in precisions)) if precisions else None,
+        calibration=given,
+        quantizer=quantizer,
+        image_size=check_positive("image_size", image_size),
+        batch=check_positive("batch", batch),
+        raw_pixel_input=raw_pixel_input,
+        overwrite=overwrite,
+        threads=check_positive("threads", threads),
+        seed=seed,
+        target_options=options,
+    )
+    jobs, skipped = plan(request)
+    request = _with_calibration_defaults(request, int8=[j.target for j in jobs if j.precision == Precision.INT8])
+    for skip in skipped:
+        log(f"skipping {skip.target}: {skip.reason}")
+    from bitedge.pipeline.convert import convert as run
+
+    results = run(request, jobs, log=log)
+    if len(results) > 1:
+        from bitedge.report import build_report
+
+        log(f"writing the report in {request.out}")
+        from bitedge.artifacts.integrity import Allowances
+
+        built = build_report(request.out, allow=Allowances(failed=True))  # this run's failures are in the results
+        for problem in built.problems:
+            log(f"warning: {problem}")
+    return Conversion(results, skipped)
+
+
+def verify(
+    directory: str | Path, eval_images: str | Path | None = None, *, threads: int | None = None, log: Log | None = None
+) -> Result:
+    """Re-run the parity gate of the artifact in ``directory`` (on ``eval_images``, or the recorded ones) and
+    record the verdict in it."""
+    from bitedge.pipeline.verify import verify as run
+
+    images = Path(eval_images) if eval_images is not None else None
+    threads = check_positive("threads", threads)
+    return run(Path(directory), eval_images=images, threads=threads, log=log or (lambda _: None))
+
+
+def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:
+    """Build what an artifact needs on the device that runs it (TensorRT's engine, from its bundle), record
+    the new files in its manifest, and verify it again with them."""
+    from bitedge.artifacts.manifest import Manifest
+
+    directory, log = Path(directory), log or (lambda _: None)
+    manifest = Manifest.read(directory)
+    files = get_converter(manifest.target).build_on_device(directory)
+    manifest.files = sorted(set(manifest.files) | set(files))
+    manifest.hash_files(directory)
+    manifest.write(directory)
+    log(f"built {', '.join(files)} in {directory}; verifying it")
+    return verify(directory, log=log)
+
+
+def calibrate(
+    model: str | Path = DEMO_MODEL,
+    out: str | Path = "calibration.json",
+    *,
+    calibration: str | Path | None = None,
+    calibration_method: str | None = None,
+    calibration_size: int | None = None,
+    calibration_seed: int | None = None,
+    exclude: Sequence[str] | None = None,
+    strict_images: bool = False,
+    image_size: int | None = None,
+    raw_pixel_input: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Log | None = None,
+) -> CalibrationTable:
+    """Compute ``model``'s int8 calibration table on ``calibration`` images and save it to ``out`` (JSON), to
+    reuse with ``convert(..., calibration_table=out)``. Replaces only a calibration table (``overwrite``)."""
+    from bitedge.fold import fold
+    from bitedge.model.image_processor import resolve_processor
+    from bitedge.model.loading import load_model
+    from bitedge.pipeline.int8 import calibration_table
+
+    out = Path(out)
+    _check_table_destination(out, overwrite=overwrite)
+    options = (
+        _calibration_given(
+            calibration, None, calibration_method, calibration_size, calibration_seed, exclude, strict_images
+        )
+        or CalibrationOptions()
+    )
+    if options.images is None:
+        if not is_demo(model):
+            raise BadInputError(
+                f"{model}: name the calibration images with --calibration IMAGES (calibration= in the library); "
+                "the bundled images belong to the demo model only"
+            )
+        options = replace(options, images=DEMO_CALIBRATION)
+    loaded = load_model(model, seed=seed)
+    processor = resolve_processor(loaded.image_processor, check_positive("image_size", image_size))
+    deploy = fold(loaded, raw_pixel_input=raw_pixel_input, processor=processor)
+    table: CalibrationTable = calibration_table(
+        loaded, deploy, processor, options, raw_pixels=raw_pixel_input, log=log or (lambda _: None)
+    )
+    table.save(out)
+    return table
+
+
+def _check_table_destination(out: Path, *, overwrite: bool) -> None:
+    from bitedge.calibration.table import CalibrationTable
+
+    if out.is_dir():
+        raise BadInputError(f"{out}: is a directory; give the table's file name, e.g. {out}/table.json")
+    if out.exists() and not overwrite:
+        raise BadInputError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists():
+        try:
+            CalibrationTable.load(out)
+        except BadInputError:
+            raise BadInputError(
+                f"{out}: exists and is not a bitedge calibration table; it is left untouched: choose another --out"
+            ) from None
+    if not out.parent.is_dir():
+        raise BadInputError(f"{out.parent}: directory does not exist; create it first")
+
+
+def _eval_images(model: str | Path, given: str | Path | None) -> Path:
+    if given is not None:
+        return Path(given)
+    if is_demo(model):
+        return DEMO_EVAL
+    raise BadInputError(
+        f"{model}: name the evaluation images for the parity gate with --eval IMAGES (eval_images= in the "
+        "library); the bundled images belong to the demo model and say nothing about this one"
+    )
+
+
+def _calibration_given(
+    images: str | Path | None,
+    table: str | Path | None,
+    method: str | None,
+    size: int | None,
+    seed: int | None,
+    exclude: Sequence[str] | None,
+    strict_images: bool,
+) -> CalibrationOptions | None:
+    """The calibration options the user gave (None when none), with conflicts refused."""
+    calibrating = {"--calibration-method": method, "--calibration-size": size, "--calibration-seed": seed,
+                   "--exclude": exclude, "--strict-images": strict_images or None}  # fmt: skip
+    if table is not None:
+        ignored = [flag for flag, value in calibrating.items() if value is not None]
+        if ignored:
+            raise BadInputError(
+                f"--calibration-table {table} fixes the calibration; {', '.join(ignored)} would be ignored: drop "
+                "them, or drop --calibration-table to calibrate anew"
+            )
+    if images is None and table is None and all(v is None for v in calibrating.values()):
+        return None
+    options = CalibrationOptions(
+        images=Path(images) if images is not None else None,
+        table=Path(table) if table is not None else None,
+        size=check_positive("calibration_size", size) if size is not None else 512,
+        seed=seed or 0,
+        exclude=tuple(exclude or ()),
+        strict_images=strict_images,
+    )
+    if method is not None:
+        from bitedge.calibration import METHODS
+
+        if method not in METHODS:
+            raise BadInputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+        options = replace(options, method=method)
+    return options
+
+
+def _with_calibration_defaults(request: ConvertRequest, *, int8: list[str]) -> ConvertRequest:
+    """int8 needs calibration images or a table; a target's own quantizer (NNCF) needs images even with a
+    table. The demo model has its own; any other model must name them."""
+    if not int8:
+        return request
+    options = request.calibration or CalibrationOptions()
+    own = [t for t in int8 if (request.quantizer or get_converter(t).quantizers[0]) != "bitedge"]
+    needs_images = options.images is None and (options.table is None or own)
+    if needs_images and is_demo(request.model):
+        options = replace(options, images=DEMO_CALIBRATION)
+    elif needs_images:
+        why = f"{', '.join(own)}'s own quantizer calibrates on images" if options.table is not None else "int8"
+        raise BadInputError(
+            f"{request.model}: {why} needs calibration images: pass --calibration IMAGES (calibration= in the "
+            "library) or --calibration-table TABLE.json; the bundled images belong to the demo model only"
+        )
+    elif options.table is not None and options.images is not None and not own:
+        raise BadInputError(
+            f"--calibration-table {options.table} fixes the calibration; --calibration would be ignored (no "
+            "planned target calibrates with its own quantizer): drop one of them"
+        )
+    return replace(request, calibration=options)

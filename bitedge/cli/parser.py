@@ -1,0 +1,307 @@
+"""The ``bitedge`` command line's parser: commands, their options, and each target's own options.
+
+Target options come from the registry: every field of a target's ``Options`` dataclass is a flag
+``--<target>-<field>`` in its own argument group, so a new target brings its flags without touching this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bitedge import __version__
+from bitedge.calibration import DEFAULT_METHOD, METHODS
+from bitedge.cli.commands import (
+    TARGET_OPTION,
+    run_bench,
+    run_build_engine,
+    run_calibrate,
+    run_convert,
+    run_inspect,
+    run_predict,
+    run_report,
+    run_verify,
+)
+from bitedge.converters import converter_classes, target_names
+from bitedge.limits import (
+    IMAGE_SIZE_REASON,
+    MAX_BATCH,
+    MAX_CALIBRATION_SIZE,
+    MAX_IMAGE_SIZE,
+    MAX_THREADS,
+    MIN_IMAGE_SIZE,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitedge",
+        description="Deploy BiT (Big Transfer) classifiers to edge runtimes, with verified parity.",
+    )
+    parser.add_argument("--version", action="version", version=f"bitedge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)  # --debug also after the command name
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[common],
+        help="describe a model (architecture, parameters, MACs, sha256) or an artifact (its manifest)",
+        description="Describe a BiT checkpoint or preset: architecture, parameter count, MACs at a "
+        "resolution, checkpoint format and sha256.",
+    )
+    inspect.add_argument("model", metavar="MODEL", help="transformers dir, timm/.npz file, or preset name")
+    inspect.add_argument(
+        "--resolution", type=_positive_int, default=None, metavar="PX",
+        help="input size for the MAC count (default: the model's preprocessing size, else 224)",
+    )  # fmt: skip
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.set_defaults(handler=run_inspect)
+
+    convert = commands.add_parser(
+        "convert",
+        parents=[common],
+        help="convert a model for target runtimes and verify each artifact there",
+        description="Fold, convert and verify. With no arguments: the bundled demo model, to every target "
+        "installed here, at every precision each supports, verified on the bundled evaluation images. "
+        "One artifact is written to OUT; several to OUT/<target>-<precision>/. Each holds the runtime's "
+        "files, bitedge.json and a parity report. Exit 0 when every artifact passes parity, 1 when one "
+        "fails (it is kept, marked failed), 2 on bad input.",
+    )
+    convert.add_argument(
+        "model", metavar="MODEL", nargs="?", default="bitedge/demo",
+        help="transformers dir, timm/.npz file, preset name (default: bitedge/demo, the bundled model)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--target", nargs="+", metavar="TARGET",
+        help=f"{', '.join(target_names())} or all (default: every target usable here)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--precision", nargs="+", metavar="PRECISION",
+        help="fp32, fp16, int8 (weights and activations), w8 (int8 weights only, where a target offers it) "
+        "(default: all each target supports)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--out", type=Path, default=Path("bitedge-artifacts"), metavar="DIR",
+        help="where to write (default: ./bitedge-artifacts)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--eval", type=Path, metavar="IMAGES", dest="eval_images",
+        help="evaluation images for the parity gate; class subfolders named like the labels give accuracy "
+        "(required, except for the demo model, which has its own held-out split)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--batch", type=_batch, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
+    )
+    _deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
+    convert.add_argument("--threads", type=_threads, help="runtime threads for verification")
+    convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
+    _calibration_arguments(convert, with_table=True)
+    _target_arguments(convert)
+    convert.set_defaults(handler=run_convert)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        parents=[common],
+        help="compute an int8 calibration table to reuse across targets",
+        description="Run calibration images through the folded model and write the int8 ranges of every "
+        "quantized layer as a JSON table (reuse it with bitedge convert --calibration-table).",
+    )
+    calibrate.add_argument("model", metavar="MODEL", nargs="?", default="bitedge/demo", help="model (default: demo)")
+    calibrate.add_argument("--out", type=Path, required=True, metavar="TABLE.json", help="table to write")
+    _deploy_graph_arguments(calibrate, replaces="TABLE.json")
+    _calibration_arguments(calibrate, with_table=False)
+    calibrate.set_defaults(handler=run_calibrate)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="time artifacts (and float models) under one latency protocol",
+        description="Time each TARGET (an artifact directory, or a model: the float PyTorch reference, "
+        "eager) on real preprocessed images: warm-up, then interleaved timed runs until both --runs and "
+        "--duration are reached; reports median, p90, p99, mean, min, throughput and ratios to the first.",
+    )
+    bench.add_argument("targets", nargs="+", metavar="TARGET", help="artifact directories or models")
+    bench.add_argument("--batch", nargs="+", type=_batch_size, default=[1], metavar="N", help="batch sizes")
+    bench.add_argument("--threads", type=_threads, default=None, help="runtime threads (default: runtime's)")
+    bench.add_argument(
+        "--runs", type=_bounded_int(1, 1_000_000, "the protocol's medians settle long before"), default=50,
+        help="minimum timed runs (default 50)",
+    )  # fmt: skip
+    bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
+    bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
+    _integrity_arguments(bench)
+    bench.set_defaults(handler=run_bench)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="classify images with an artifact (in its runtime) or a model",
+        description="Run an artifact (or the float model) on images with its own preprocessing and labels "
+        "and print the top-k labels with scores. Exit 2 if an image could not be used (the others are "
+        "still classified).",
+    )
+    predict.add_argument("target", metavar="ARTIFACT_OR_MODEL", help="artifact directory or model")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    predict.add_argument("--top-k", type=_positive_int, default=5, help="labels to show per image (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON records")
+    predict.add_argument("--threads", type=_threads, help="runtime threads")
+    _integrity_arguments(predict)
+    predict.set_defaults(handler=run_predict)
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="rebuild report.html and report.md from the artifacts in a directory",
+        description="One page across all artifacts under DIR: sizes, parity, accuracy, plots, flipped images.",
+    )
+    report.add_argument("root", type=Path, metavar="DIR", help="a convert --out directory")
+    _integrity_arguments(report)
+    report.set_defaults(handler=run_report)
+
+    build_engine = commands.add_parser(
+        "build-engine",
+        parents=[common],
+        help="build what an artifact needs on the device that will run it (a TensorRT bundle's engine)",
+        description="Build, on this machine, what the artifact's target builds on the device (a TensorRT "
+        "engine, from the bundle's ONNX and build spec), record it in the manifest, then verify the artifact "
+        "again with it.",
+    )
+    build_engine.add_argument("artifact", type=Path, metavar="DIR", help="an artifact from bitedge convert")
+    build_engine.set_defaults(handler=run_build_engine)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="re-run the parity gate on an existing artifact",
+        description="Re-run the parity gate of an artifact from its manifest; updates parity.json/.md.",
+    )
+    verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
+    verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
+    verify.add_argument("--threads", type=_threads, help="runtime threads")
+    verify.set_defaults(handler=run_verify)
+    return parser
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Each registered target's own options, as ``--<target>-<field>`` flags in a group of their own."""
+    from bitedge.converters import converter_classes
+
+    for converter in converter_classes():
+        fields = dataclasses.fields(converter.Options)
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"{converter.name} target ({converter.description})")
+        types = typing.get_type_hints(converter.Options)
+        for field in fields:
+            flags = [f"--{converter.name}-{field.name.replace('_', '-')}", *field.metadata.get("aliases", ())]
+            kwargs: dict[str, Any] = {"dest": f"{TARGET_OPTION}{converter.name}.{field.name}",
+                                      "default": argparse.SUPPRESS,
+                                      "help": str(field.metadata.get("help", "")).replace("%", "%%")}  # fmt: skip
+            if types[field.name] is bool:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["type"] = int if types[field.name] is int else str
+                kwargs["choices"] = field.metadata.get("choices")
+                kwargs["metavar"] = None if kwargs["choices"] else field.name.upper()
+            group.add_argument(*flags, **kwargs)
+
+
+def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:
+    """What decides the deploy graph (shared by convert and calibrate, whose tables must match it)."""
+    parser.add_argument(
+        "--image-size", type=_bounded_int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON), metavar="PX",
+        help=f"input size, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default: checkpoint's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--raw-pixel-input", action="store_true",
+        help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} if it exists")
+
+
+def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool) -> None:
+    group = parser.add_argument_group("int8 calibration")
+    group.add_argument(
+        "--calibration", type=Path, metavar="SOURCE",
+        help="images: a folder (recursive), a .txt list of paths, or an .npy/.npz of preprocessed pixels "
+        "(required for int8, except for the demo model, which has its own calibration split)",
+    )  # fmt: skip
+    if with_table:
+        group.add_argument("--calibration-table", type=Path, metavar="TABLE.json", help="reuse this table")
+    group.add_argument(
+        "--calibration-method", choices=METHODS,
+        help=f"how activation ranges are chosen (default: {DEFAULT_METHOD}, the best measured)",
+    )  # fmt: skip
+    group.add_argument(
+        "--calibration-size", metavar="N",
+        type=_bounded_int(1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
+        help="seeded sample size (default: 512)",
+    )  # fmt: skip
+    group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
+    group.add_argument("--exclude", nargs="+", metavar="LAYER", help="keep layers in float: stem, head, …")
+    group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
+    if with_table:
+        group.add_argument(
+            "--quantizer", choices=sorted({q for c in converter_classes() for q in c.quantizers}),
+            help="int8 quantizer: bitedge's table (every target) or a target's own (default: each target's own "
+            "default: " + ", ".join(f"{c.name} {c.quantizers[0]}" for c in converter_classes()) + ")",
+        )  # fmt: skip
+
+
+def _integrity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Artifacts are used only as verified: these flags accept a failed or changed one, and it is said so."""
+    parser.add_argument(
+        "--allow-failed", action="store_true",
+        help="use artifacts whose parity gate failed (refused by default; the output says it was allowed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-verify-hashes", action="store_true",
+        help="skip checking artifact files against the sha256 recorded in bitedge.json (checked by default)",
+    )  # fmt: skip
+
+
+def _batch(text: str) -> int | None:
+    return None if text == "dynamic" else _batch_size(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds in (0, 3600], got {value}")
+    return value
+
+
+def _bounded_int(low: int, high: int, reason: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; the error gives the reason for the bound."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text) if low > 0 else int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}..{high}, got {value}: {reason}")
+        return value
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+_batch_size = _bounded_int(1, MAX_BATCH, "one call's activations must fit in memory")
+_threads = _bounded_int(1, MAX_THREADS, "more threads than that only add contention")

@@ -1,0 +1,222 @@
+"""The parity gate: does an artifact still classify like the float reference, within its budget?
+
+Metrics (reference logits ``r`` and artifact logits ``a``, both (N, K)):
+top-1 agreement (same argmax), top-5 agreement (mean overlap of the two top-5 sets), max and mean
+``|a - r|``, cosine similarity per sample (mean and min), SNR in dB (``10 log10(sum r^2 / sum (a - r)^2)``),
+and, with labels, both accuracies and the drop between them. Non-finite artifact outputs always fail.
+
+Budgets are DESIGN.md's starting points; a change needs a measurement that justifies it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bitedge.precisions import Precision
+
+# What the gate runs: an artifact in its runtime (or a torch model), pixels (N, 3, H, W) -> logits (N, K).
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits one comparison must meet. ``None`` means the metric is reported but not gated."""
+
+    min_top1_agreement: float
+    max_abs_diff_rel: float | None = None  # max |Δlogit| <= this * max(1, max |reference logit|)
+    min_cosine: float | None = None  # on the mean per-sample cosine
+    max_accuracy_drop: float | None = None  # percentage points, when labels exist
+
+
+BUDGETS: dict[Precision, Budget] = {
+    Precision.FP32: Budget(min_top1_agreement=1.0, max_abs_diff_rel=1e-3),
+    Precision.FP16: Budget(min_top1_agreement=0.995, min_cosine=0.9999),
+    Precision.INT8: Budget(min_top1_agreement=0.99, max_accuracy_drop=1.0),
+    # weight-only int8 (with fp16 compute): no DESIGN.md starting point; held to int8's budget
+    Precision.W8: Budget(min_top1_agreement=0.99, max_accuracy_drop=1.0),
+}
+INT8_VS_SIMULATED = Budget(min_top1_agreement=0.995, min_cosine=0.999)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    samples: int
+    top1_agreement: float
+    top5_agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    reference_max_abs: float
+    cosine_mean: float
+    cosine_min: float
+    snr_db: float
+    finite: bool
+    reference_accuracy: float | None = None  # percent
+    artifact_accuracy: float | None = None  # percent
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.reference_accuracy is None or self.artifact_accuracy is None:
+            return None
+        return self.reference_accuracy - self.artifact_accuracy
+
+
+def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None = None) -> Metrics:
+    """Metrics of ``artifact`` logits against ``reference`` logits, both (N, K)."""
+    if reference.shape != artifact.shape or reference.ndim != 2 or len(reference) == 0:
+        raise ValueError(f"logit shapes differ or are empty: {reference.shape} vs {artifact.shape}")
+    ref, out = reference.astype(np.float64), artifact.astype(np.float64)
+    finite = bool(np.isfinite(out).all())
+    diff = np.abs(out - ref) if finite else np.full_like(ref, np.inf)
+    k = min(5, ref.shape[1])
+    top_ref, top_out = np.argsort(-ref, axis=1)[:, :k], np.argsort(-out, axis=1)[:, :k]
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)]
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0) if finite else np.zeros(1)
+    noise = float((diff**2).sum())
+    snr = math.inf if noise == 0 else 10 * math.log10(max(float((ref**2).sum()), 1e-300) / noise)
+    accuracy: tuple[float | None, float | None] = (None, None)
+    if labels is not None:
+        accuracy = (
+            float((ref.argmax(1) == labels).mean() * 100),
+            float((out.argmax(1) == labels).mean() * 100),
+        )
+    return Metrics(
+        samples=len(ref),
+        top1_agreement=float((top_ref[:, 0] == top_out[:, 0]).mean()),
+        top5_agreement=float(np.mean(overlap)),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        reference_max_abs=float(np.abs(ref).max()),
+        cosine_mean=float(cosine.mean()),
+        cosine_min=float(cosine.min()),
+        snr_db=snr,
+        finite=finite,
+        reference_accuracy=accuracy[0],
+        artifact_accuracy=accuracy[1],
+    )
+
+
+def violations(metrics: Metrics, budget: Budget) -> list[str]:
+    """Every way ``metrics`` break ``budget``, as sentences; empty when within budget."""
+    out: list[str] = []
+    if not metrics.finite:
+        out.append("the artifact produced NaN or inf logits")
+        return out
+    if metrics.top1_agreement < budget.min_top1_agreement:
+        out.append(f"top-1 agreement {metrics.top1_agreement:.2%} < {budget.min_top1_agreement:.2%}")
+    if budget.max_abs_diff_rel is not None:
+        limit = budget.max_abs_diff_rel * max(1.0, metrics.reference_max_abs)
+        if metrics.max_abs_diff > limit:
+            out.append(f"max |Δlogit| {metrics.max_abs_diff:.3g} > {limit:.3g}")
+    if budget.min_cosine is not None and metrics.cosine_mean < budget.min_cosine:
+        out.append(f"cosine {metrics.cosine_mean:.6f} < {budget.min_cosine}")
+    drop = metrics.accuracy_drop
+    if budget.max_accuracy_drop is not None and drop is not None and drop > budget.max_accuracy_drop:
+        out.append(f"accuracy drop {drop:.2f} points > {budget.max_accuracy_drop}")
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison, e.g. "artifact vs float reference"; informational ones (``gated=False``) never fail."""
+
+    name: str
+    budget: Budget
+    metrics: Metrics
+    failures: list[str]
+    gated: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @classmethod
+    def of(cls, name: str, metrics: Metrics, budget: Budget, *, gated: bool = True) -> Comparison:
+        """Compare ``metrics`` with ``budget``; a non-gated comparison records no failures."""
+        return cls(name, budget, metrics, violations(metrics, budget) if gated else [], gated)
+
+
+@dataclass
+class ParityReport:
+    """All comparisons for one artifact, plus notes (skipped images, precision hints)."""
+
+    target: str
+    precision: str
+    comparisons: list[Comparison]
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failures besides the comparisons (e.g. changed files)
+    # per-image outputs for the HTML report (reference/artifact logits, top-1s, labels, files); not in JSON
+    outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(c.passed for c in self.comparisons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "precision": self.precision,
+            "passed": self.passed,
+            "comparisons": [
+                {
+                    **asdict(c),
+                    "passed": c.passed,
+                    "metrics": {**asdict(c.metrics), "accuracy_drop": c.metrics.accuracy_drop},
+                }
+                for c in self.comparisons
+            ],
+            "notes": list(self.notes),
+            "problems": list(self.problems),
+        }
+
+    def to_markdown(self) -> str:
+        lines = [f"# Parity: {self.target} {self.precision} — {'PASS' if self.passed else 'FAIL'}", ""]
+        lines += [f"**FAIL: {problem}**" for problem in self.problems] + ([""] if self.problems else [])
+        for c in self.comparisons:
+            m = c.metrics
+            verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
+            lines += [f"## {c.name}: {verdict} ({m.samples} images)", ""]
+            lines += ["| metric | value | budget |", "|---|---|---|"]
+            for metric, value, limit in _rows(c):
+                lines.append(f"| {metric} | {value} | {limit} |")
+            lines += [""] + [f"- over budget: {f}" for f in c.failures] + ([""] if c.failures else [])
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def summary_lines(self) -> list[str]:
+        """The one-screen summary the CLI prints."""
+        lines = [f"parity {self.target} {self.precision}: {'PASS' if self.passed else 'FAIL'}"]
+        lines += [f"  FAIL: {problem}" for problem in self.problems]
+        for c in self.comparisons:
+            verdict = ("pass" if c.passed else "FAIL") if c.gated else "information, not gated"
+            lines.append(f"  {c.name} ({c.metrics.samples} images): {verdict}")
+            lines += [f"    {metric:<22} {value:<14} {limit}" for metric, value, limit in _rows(c)]
+            lines += [f"    over budget: {f}" for f in c.failures]
+        lines += [f"  note: {n}" for n in self.notes]
+        return lines
+
+
+def _rows(c: Comparison) -> list[tuple[str, str, str]]:
+    m, b = c.metrics, (c.budget if c.gated else Budget(0.0))
+    abs_limit = f"<= {b.max_abs_diff_rel * max(1.0, m.reference_max_abs):.3g}" if b.max_abs_diff_rel else "-"
+    rows = [
+        ("top-1 agreement", f"{m.top1_agreement:.2%}", f">= {b.min_top1_agreement:.2%}" if c.gated else "-"),
+        ("top-5 agreement", f"{m.top5_agreement:.2%}", "-"),
+        ("max abs logit diff", f"{m.max_abs_diff:.3g}", abs_limit),
+        ("mean abs logit diff", f"{m.mean_abs_diff:.3g}", "-"),
+        (
+            "cosine (mean / min)",
+            f"{m.cosine_mean:.6f} / {m.cosine_min:.6f}",
+            f">= {b.min_cosine}" if b.min_cosine else "-",
+        ),
+        ("SNR", f"{m.snr_db:.1f} dB", "-"),
+    ]
+    if m.reference_accuracy is not None and m.artifact_accuracy is not None:
+        limit = f"drop <= {b.max_accuracy_drop}" if b.max_accuracy_drop is not None else "-"
+        rows.append(("accuracy (ref / art.)", f"{m.reference_accuracy:.2f}% / {m.artifact_accuracy:.2f}%", limit))
+    return rows

@@ -1,0 +1,259 @@
+"""The conversion, step by step: load -> reference -> fold -> [calibrate] -> per artifact: export -> gate ->
+publish.
+
+``convert`` checks everything it can before any heavy work (destinations, option combinations, the
+calibration source, the images), loads and folds the model once, calibrates once if any artifact is int8,
+then builds each artifact in a temp directory, runs the parity gate in the target's real runtime, writes the
+manifest and reports, and only then moves the artifact into place. A parity failure still publishes the
+artifact (status "failed"), beside a passing one it never replaces; the caller decides the exit code.
+
+Memory: the float reference runs before folding, so its activations never sit on two weight copies; after
+folding, the folded copy is the only one; the last artifact's converter frees it (``release_weights``) as
+soon as its runtime holds its own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bitedge import interrupts
+from bitedge.artifacts.ownership import MANIFEST_NAME, REPORT_FILES, check_own_file
+from bitedge.artifacts.publish import Staged, atomic_directory, check_destination, exclusive
+from bitedge.calibration.simulate import simulate
+from bitedge.calibration.table import CalibrationTable
+from bitedge.converters import get_converter
+from bitedge.converters.base import ConvertedFiles, ExportSpec, keep_weights
+from bitedge.errors import BadInputError
+from bitedge.fold import fold
+from bitedge.memory import current_rss_mb, peak_rss_mb
+from bitedge.model.image_processor import resolve_processor
+from bitedge.model.loading import load_model
+from bitedge.parity.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
+from bitedge.parity.images import scan_images
+from bitedge.pipeline.int8 import TABLE_FILE, calibration_batches, calibration_record, calibration_table, open_source
+from bitedge.pipeline.options import ConvertRequest
+from bitedge.pipeline.plan import Job
+from bitedge.pipeline.provenance import build_manifest, file_metadata
+from bitedge.pipeline.result import Result
+from bitedge.precisions import Precision
+
+Log = Callable[[str], None]
+
+
+def convert(request: ConvertRequest, jobs: list[Job], *, log: Log = lambda _: None) -> list[Result]:
+    """Build, verify and publish every job's artifact from one loaded, folded model."""
+    calibration = request.calibration
+    inputs = [Path(request.model), request.eval_images]
+    inputs += [p for p in (calibration.images, calibration.table) if p is not None] if calibration else []
+    created_root = _prepare_destinations(jobs, overwrite=request.overwrite, inputs=inputs)
+    try:
+        with contextlib.ExitStack() as locks:
+            for job in jobs:
+                locks.enter_context(exclusive(job.directory, log=log))
+            conversion = _Conversion(request, jobs, log)
+            conversion.load()
+            conversion.run_reference()
+            conversion.fold()
+            conversion.calibrate()
+            return [conversion.build(job) for job in jobs]
+    finally:
+        if created_root is not None:
+            _remove_if_empty(created_root)
+
+
+class _Conversion:
+    """One conversion's state; each public method is one step, in the order ``convert`` calls them."""
+
+    def __init__(self, request: ConvertRequest, jobs: list[Job], log: Log) -> None:
+        self.request, self.jobs, self.log = request, jobs, log
+        self.int8 = any(job.precision == Precision.INT8 for job in jobs)
+        self._simulated: Outputs | None = None
+
+    def load(self) -> None:
+        """The float model, its preprocessing and the evaluation images; every option checked, no heavy work."""
+        request = self.request
+        self.log(f"loading {request.model}")
+        self.model = load_model(request.model, seed=request.seed)
+        self.processor = resolve_processor(self.model.image_processor, request.image_size)
+        self.spec = ExportSpec(
+            self.processor.input_size, request.batch, request.raw_pixel_input,
+            file_metadata(self.model, self.processor), processor=self.processor,
+            labels=tuple(self.model.config.labels),
+        )  # fmt: skip
+        for job in self.jobs:  # every target's option combination, before any heavy work
+            get_converter(job.target).validate(job.precision, self._job_spec(job))
+        # a bad table or calibration set fails now, not after the reference pass
+        self.calibration_source = None
+        if self.int8 and request.calibration is not None:
+            self.calibration_source = open_source(request.calibration, self.processor.input_size)
+            if isinstance(self.calibration_source, CalibrationTable):  # its layers are checked once folded
+                self.calibration_source.check_matches(
+                    model_sha256=self.model.source.sha256 if self.model.source else None,
+                    size=list(self.processor.input_size), raw_pixels=request.raw_pixel_input, layers=[],
+                )  # fmt: skip
+        self.images = scan_images(request.eval_images, self.model.config.labels)
+
+    def run_reference(self) -> None:
+        """The unfolded float model on the evaluation images: what every artifact is compared with."""
+        self.log(f"running the float reference on {len(self.images.files)} evaluation images{_memory()}")
+        self.reference = reference_outputs(self.model, self.images, self.processor)
+
+    def fold(self) -> None:
+        """The deploy graph (weight standardization folded); the unfolded weights are freed."""
+        raw = self.request.raw_pixel_input
+        self.log(f"folding (raw pixel input: {raw}){_memory()}")
+        self.deploy = fold(self.model, raw_pixel_input=raw, processor=self.processor)
+        release_weights(self.model)  # from here on the folded copy is the only one: two at most while converting
+
+    def calibrate(self) -> None:
+        """int8 only: the calibration table (computed or reused) and the simulated-quantized model."""
+        self.table = None
+        calibration = self.request.calibration
+        if not self.int8:
+            return
+        if calibration is None:
+            raise BadInputError("int8 needs calibration images or a calibration table (--calibration)")
+        raw = self.request.raw_pixel_input
+        self.table = calibration_table(
+            self.model, self.deploy, self.processor, calibration, raw_pixels=raw, source=self.calibration_source,
+            log=self.log,
+        )  # fmt: skip
+        processor = self.processor
+        self.spec = replace(
+            self.spec,
+            simulated=simulate(self.deploy, self.table),
+            calibration=lambda: calibration_batches(processor, calibration, raw_pixels=raw),
+            quantizer=self.request.quantizer,
+        )
+
+    def build(self, job: Job) -> Result:
+        """Export one artifact, gate it in its runtime, publish it (beside a passing one if it failed)."""
+        interrupts.check()
+        with atomic_directory(job.directory, overwrite=self.request.overwrite) as staged:
+            converted = self._export(job, staged.path)
+            result = self._gate(job, staged, converted)
+        directory = job.directory
+        if staged.published is not None and staged.published != job.directory.absolute():
+            directory = staged.published
+            self.log(f"{job.target} {job.precision} FAILED its parity gate: published to {directory}, beside "
+                     f"the passing artifact {job.directory}, which is kept as it was")  # fmt: skip
+        self.log(f"published {directory}{_memory()}")
+        return replace(result, directory=directory)
+
+    def _export(self, job: Job, tmp: Path) -> ConvertedFiles:
+        spec, last = self._job_spec(job), job is self.jobs[-1]
+        release = keep_weights
+        if last:  # nothing after this artifact needs the folded weights: the converter frees them when it can
+            if job.precision == Precision.INT8:
+                self._simulated_outputs()  # while the simulated model's weights still exist
+            release = self._release_folded
+        self.log(f"converting to {job.target} {job.precision}{_memory()}")
+        converted = get_converter(job.target).convert(
+            self.deploy, tmp, precision=job.precision, spec=spec, release_weights=release
+        )
+        if last:
+            self._release_folded()  # whether or not the converter did: the runtime's copy is the only one now
+        if job.precision == Precision.INT8 and self.table is not None:
+            self.table.save(tmp / TABLE_FILE)
+            converted = replace(converted, files=[*converted.files, TABLE_FILE])
+        return converted
+
+    def _gate(self, job: Job, staged: Staged, converted: ConvertedFiles) -> Result:
+        converter, tmp = get_converter(job.target), staged.path
+        calibration = None
+        if job.precision == Precision.INT8 and self.table is not None:
+            calibration = calibration_record(self.table, quantizer=converted.quantizer)
+        manifest = build_manifest(
+            self.model, self.processor, converter, precision=job.precision, spec=self._job_spec(job),
+            files=list(converted.files), seed=self.request.seed, calibration=calibration,
+        )  # fmt: skip
+        manifest.hash_files(tmp)
+        simulated = self._simulated_outputs() if converted.simulated_reference else None
+        self.log(f"verifying {job.target} {job.precision} in its runtime on {len(self.images.files)} images{_memory()}")
+        report = run_parity(
+            self.reference, converter.load_runner(tmp, manifest, threads=self.request.threads), self.images,
+            self.processor, manifest, budget=converter.budget(job.precision), simulated=simulated,
+            extra_runners=converter.informational_runners(tmp, manifest), notes=converted.notes,
+        )  # fmt: skip
+        record(tmp, manifest, report, self.images)
+        staged.passed = report.passed
+        return Result(job.directory, manifest, report)
+
+    def _job_spec(self, job: Job) -> ExportSpec:
+        return replace(self.spec, options=self.request.options_for(job.target))
+
+    def _simulated_outputs(self) -> Outputs | None:
+        """The simulated int8 model on the evaluation images: computed once, shared by every int8 artifact."""
+        if self._simulated is None and self.spec.simulated is not None:
+            raw = self.request.raw_pixel_input
+            self._simulated = simulated_outputs(self.spec.simulated, self.images, self.processor, raw_pixels=raw)
+        return self._simulated
+
+    def _release_folded(self) -> None:
+        release_weights(self.deploy, self.spec.simulated)
+
+
+def release_weights(*models: nn.Module | None) -> None:
+    """Free models' weights once they are no longer needed; the modules (config, source) stay."""
+    for model in models:
+        if model is not None:
+            model.to(torch.device("meta"))
+
+
+def _memory() -> str:
+    """' (RSS 3.2 GiB, peak 8.6 GiB)': this process's memory now and so far, for the progress log (Linux)."""
+    now = current_rss_mb()
+    return f" (RSS {now / 1024:.1f} GiB, peak {peak_rss_mb() / 1024:.1f} GiB)" if now else ""
+
+
+def _prepare_destinations(jobs: list[Job], *, overwrite: bool, inputs: list[Path]) -> Path | None:
+    """Fail before any work if an artifact cannot be written; create the root of several artifacts.
+
+    A destination that is, or contains, one of the ``inputs`` (the model, its images) is refused: replacing
+    it would delete what the conversion reads. Returns the root directory when this call created it.
+    """
+    for job in jobs:
+        destination = job.directory.resolve()
+        for source in inputs:
+            if source.exists() and (source.resolve() == destination or destination in source.resolve().parents):
+                raise BadInputError(
+                    f"--out {job.directory} would replace {source}, an input of this conversion; choose another --out"
+                )
+    created = None
+    if len(jobs) > 1:
+        root = jobs[0].directory.parent
+        if (root / MANIFEST_NAME).exists():
+            raise BadInputError(
+                f"{root}: is an artifact directory; several artifacts need a directory of their own "
+                "(they go into <out>/<target>-<precision>/): choose another --out"
+            )
+        for name in REPORT_FILES:  # rebuilt at the end: only bitedge's own may be there
+            check_own_file(root / name)
+        if not root.exists():
+            try:
+                root.mkdir(parents=True)
+            except OSError as exc:
+                raise BadInputError(
+                    f"{root}: cannot create the output directory ({exc.strerror}); choose another --out"
+                ) from None
+            created = root
+    try:
+        for job in jobs:
+            check_destination(job.directory.absolute(), overwrite=overwrite)
+    except BaseException:
+        if created is not None:
+            _remove_if_empty(created)
+        raise
+    return created
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove a directory this run created if nothing was published into it (locks are gone by now)."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
