@@ -19,6 +19,7 @@ from bitedge.converters import get_converter, parse_target
 from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
 from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL, DEMO_MODEL, is_demo
+from bitedge.model.loading import check_source
 from bitedge.pipeline.options import CalibrationOptions, ConvertRequest
 from bitedge.pipeline.plan import Skipped, plan
 from bitedge.pipeline.result import Result
@@ -74,6 +75,7 @@ def convert(
     request cannot be done, e.g. a non-demo model without ``eval_images``.
     """
     log = log or (lambda _: None)
+    check_source(model)
     names = [name for name in (targets or []) if name != "all"]
     given = _calibration_given(
         calibration, calibration_table, calibration_method, calibration_size, calibration_seed, exclude, strict_images

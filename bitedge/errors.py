@@ -1,8 +1,8 @@
 """The bitedge error family.
 
 Every failure a user can cause or fix raises a subclass of :class:`BitEdgeError` whose message says what was
-wrong and what to do about it. The CLI maps each class to an exit code (see ``EXIT_CODE``) and prints the
-message on one line, without a traceback.
+wrong and what to do about it. Each class carries its exit code (``exit_code``: 2 bad input, 1 otherwise);
+the CLI prints the message on one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ImageError(BadInputError):
 
 
 class UnknownTargetError(BadInputError):
-    """A conversion target or precision name is not known."""
+    """A conversion target name is not registered."""
 
 
 class MissingRuntimeError(BitEdgeError):
@@ -59,8 +59,3 @@ class ArtifactRefusedError(BitEdgeError):
 
     exit_code = 1
 
-
-class ParityError(BitEdgeError):
-    """An artifact does not match the float reference within its budget."""
-
-    exit_code = 1

@@ -76,6 +76,7 @@ class Converter(ABC):
     description: ClassVar[str]  # one line: what the artifact is and what runs it
     precisions: ClassVar[tuple[Precision, ...]]
     extra: ClassVar[str]  # pip extra that installs the runtime: bitedge[<extra>]
+    install: ClassVar[str | None] = None  # the install command, when not "pip install 'bitedge[<extra>]'"
     modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
     quantizers: ClassVar[tuple[str, ...]] = ("bitedge",)  # int8 quantizers it offers, the default first
     Options: ClassVar[type[TargetOptions]] = TargetOptions  # its own options (fields become CLI flags)
@@ -87,8 +88,9 @@ class Converter(ABC):
             try:
                 importlib.import_module(module)
             except ImportError as exc:
+                install = self.install or f"pip install 'bitedge[{self.extra}]'"
                 raise MissingRuntimeError(
-                    f"target {self.name} needs {module} ({exc}); install it with: pip install 'bitedge[{self.extra}]'"
+                    f"target {self.name} needs {module} ({exc}); install it with: {install}"
                 ) from None
 
     def default_skip_reason(self) -> str | None:

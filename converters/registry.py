@@ -13,7 +13,7 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeVar
 
-from bitedge.errors import MissingRuntimeError, UnknownTargetError
+from bitedge.errors import BitEdgeError, MissingRuntimeError, UnknownTargetError
 
 if TYPE_CHECKING:
     from bitedge.converters.base import Converter
@@ -33,8 +33,9 @@ def register(cls: C) -> C:
     """Class decorator: make ``cls`` the converter of the target ``cls.name``."""
     existing = _classes.get(cls.name)
     if existing is not None and existing is not cls:
-        raise UnknownTargetError(
-            f"two converters claim the target {cls.name!r}: {existing.__module__} and {cls.__module__}"
+        raise BitEdgeError(
+            f"two converters claim the target {cls.name!r}: {existing.__module__} and {cls.__module__}; "
+            "uninstall one of the packages that provide them"
         )
     _classes[cls.name] = cls
     return cls
@@ -51,8 +52,6 @@ def _load() -> None:
         if not module.name.startswith("_") and module.name not in _INFRASTRUCTURE:
             importlib.import_module(f"{package.__name__}.{module.name}")
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name in _classes:
-            continue
         try:
             loaded = entry.load()
         except Exception as exc:  # an outside package's bug must not break bitedge: report it as unusable
@@ -75,7 +74,7 @@ def converter_classes() -> list[type[Converter]]:
 def target_names() -> list[str]:
     """Every target name, usable or not."""
     _load()
-    return [*_classes, *_broken]
+    return list(dict.fromkeys([*_classes, *_broken]))
 
 
 def parse_target(text: str) -> str:

@@ -75,6 +75,19 @@ def tiny_hf_dir(tmp_path: Path) -> Path:
     return directory
 
 
+def demo_eval_subset(root: Path, per_class: int) -> Path:
+    """The first ``per_class`` of the demo's held-out digits of each class, in class folders under ``root``."""
+    import shutil
+
+    from bitedge.model.demo import DEMO_EVAL
+
+    for digit in sorted(DEMO_EVAL.iterdir()):
+        (root / digit.name).mkdir(parents=True)
+        for image in sorted(digit.iterdir())[:per_class]:
+            shutil.copy(image, root / digit.name / image.name)
+    return root
+
+
 def assert_close(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, atol: float = 1e-5) -> None:
     a_t, b_t = torch.as_tensor(a), torch.as_tensor(b)
     assert a_t.shape == b_t.shape, (a_t.shape, b_t.shape)

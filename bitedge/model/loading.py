@@ -102,10 +102,15 @@ def load_model(
     return model
 
 
+def check_source(source: str | Path) -> None:
+    """Refuse, cheaply (no reading), a source that is neither the demo, an existing path nor a preset name."""
+    if str(source) != DEMO_MODEL and not Path(source).exists() and str(source) not in PRESETS:
+        raise CheckpointError(f"{source}: no such file, directory or preset name; presets are {', '.join(PRESETS)}")
+
+
 def _load_preset(name: str, model_class: type[BitPreTrainedModel] | None, config: BitConfig | None, seed: int) -> Any:
-    preset = PRESETS.get(name)
-    if preset is None:
-        raise CheckpointError(f"{name}: no such file, directory or preset name; presets are {', '.join(PRESETS)}")
+    check_source(name)
+    preset = PRESETS[name]
     model = (model_class or BitForImageClassification)(config or preset.config())
     model.init_weights(seed)
     model.eval()

@@ -78,7 +78,10 @@ def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | No
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0) if finite else np.zeros(1)
     noise = float((diff**2).sum())
-    snr = math.inf if noise == 0 else 10 * math.log10(max(float((ref**2).sum()), 1e-300) / noise)
+    if not finite:
+        snr = -math.inf
+    else:
+        snr = math.inf if noise == 0 else 10 * math.log10(max(float((ref**2).sum()), 1e-300) / noise)
     accuracy: tuple[float | None, float | None] = (None, None)
     if labels is not None:
         accuracy = (

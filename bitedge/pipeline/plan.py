@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitedge.converters import converter_classes, get_converter
+from bitedge.converters import converter_classes, get_converter, target_names
 from bitedge.errors import BadInputError, BitEdgeError
 from bitedge.pipeline.options import ConvertRequest
 from bitedge.precisions import Precision
@@ -44,7 +44,7 @@ def plan_jobs(
 ) -> tuple[list[Job], list[Skipped]]:
     pairs: list[tuple[str, Precision]] = []
     skipped: list[Skipped] = []
-    for target in targets or [cls.name for cls in converter_classes()]:
+    for target in targets or target_names():
         try:
             converter = get_converter(target)
             converter.check_runtime()

@@ -11,6 +11,8 @@ import pytest
 
 from bitedge.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 pytest.importorskip("coremltools")
 pytest.importorskip("openvino")
 

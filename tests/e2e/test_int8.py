@@ -13,6 +13,8 @@ from onnx import helper, numpy_helper
 from bitedge.cli import main
 from bitedge.converters._qdq_lint import lint_int8
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 @pytest.fixture(scope="module")
 def int8_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:

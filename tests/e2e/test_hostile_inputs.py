@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from bitedge.cli import main
 from bitedge.hashing import sha256_file
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 def _image_corpus(folder: Path) -> dict[str, bool]:
     """File name -> whether it must be classified (True) or refused with a message (False)."""

@@ -13,6 +13,8 @@ import pytest
 
 from bitedge.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 def _start(out: Path, *extra: str) -> subprocess.Popen[bytes]:
     args = ["convert", "--target", "onnx", "openvino", "--precision", "fp32", "fp16", "int8", "--out", str(out)]

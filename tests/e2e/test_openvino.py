@@ -18,6 +18,8 @@ from bitedge.cli import main
 from bitedge.converters.openvino import OpenVinoConverter
 from bitedge.errors import MissingRuntimeError
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 def _has_vnni() -> bool:
     """Whether the CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX)."""

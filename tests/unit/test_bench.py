@@ -148,6 +148,7 @@ def test_protocol_honours_minimum_duration() -> None:
     assert sum(stats["x"].samples_ms) >= 50 and stats["x"].runs >= 3
 
 
+@pytest.mark.slow
 def test_bench_cli_artifact_vs_float_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     artifact = tmp_path / "onnx"
     assert main(["convert", "--target", "onnx", "--precision", "fp32", "--out", str(artifact)]) == 0
@@ -168,6 +169,7 @@ def test_bench_cli_artifact_vs_float_model(tmp_path: Path, capsys: pytest.Captur
     assert data["machine"]["cores"] and (out / "bench.png").stat().st_size > 0 and (out / "bench.md").is_file()
 
 
+@pytest.mark.slow
 def test_first_target_is_charged_only_for_itself(tmp_path: Path) -> None:
     """In a fresh process the first target's loader imports torch; that shared cost is not the target's."""
     import subprocess
@@ -181,6 +183,7 @@ def test_first_target_is_charged_only_for_itself(tmp_path: Path) -> None:
     assert memory[str(artifact)] < 120, memory  # onnxruntime and a 0.7 MB model; torch alone is ~190 MiB
 
 
+@pytest.mark.slow
 def test_bench_missing_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,8 @@ from PIL import Image
 
 from bitedge.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -33,7 +35,7 @@ def test_predict_real_photos_and_digits(
     artifacts: Path, images: Path, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = target if target == "bitedge/demo" else str(artifacts / target)
-    digit = next((Path(__file__).parents[1] / "bitedge" / "demo" / "eval" / "4").iterdir())
+    digit = next((Path(__file__).parents[2] / "bitedge" / "demo" / "eval" / "4").iterdir())
     assert main(["predict", spec, str(images), str(digit), "--top-k", "3", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 5  # the four photos of the directory, then the digit

@@ -13,6 +13,8 @@ from bitedge.cli import main
 from bitedge.converters._tensorrt_engine import engine_unavailable
 from bitedge.converters.tensorrt import lint_tensorrt
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:

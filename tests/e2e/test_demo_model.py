@@ -14,7 +14,9 @@ from bitedge.cli import main
 from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL
 from bitedge.parity.images import Batches, scan_images
 
-RECORDED = Path(__file__).parents[1] / "benchmarks" / "results" / "demo_model.json"
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
+RECORDED = Path(__file__).parents[2] / "benchmarks" / "results" / "demo_model.json"
 
 
 def test_demo_accuracy_on_bundled_eval_split_is_the_recorded_one() -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from bitedge.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 CHROMIUM = shutil.which("chromium")
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,7 +42,7 @@ def test_report_files_and_rebuild(converted: Path, capsys: pytest.CaptureFixture
     assert main(["report", str(converted / "onnx-fp32" / "parity.md")]) == 2
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run installs it)")
 def test_report_renders_in_chromium(converted: Path, tmp_path: Path) -> None:
     assert CHROMIUM is not None
     url = (converted / "report.html").as_uri()

@@ -20,6 +20,8 @@ from bitedge.converters._coreml_runner import EmulatedRunner  # noqa: E402
 from bitedge.converters.coreml import PACKAGE  # noqa: E402
 from bitedge.model.demo import DEMO_EVAL  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+
 CLIP_PREPROCESSING = {
     "do_resize": True, "size": {"shortest_edge": 64}, "do_center_crop": True, "crop_size": {"height": 64, "width": 64},
     "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,

@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import hf_classifier
+from conftest import demo_eval_subset, hf_classifier
 from safetensors.torch import save_file
 
 from bitedge.cli import main
 from bitedge.hashing import sha256_file
-
-DEMO_EVAL = Path(__file__).parents[1] / "bitedge" / "demo" / "eval"
 
 
 def digests(path: Path) -> dict[str, str]:
@@ -208,12 +206,7 @@ def test_failed_sibling_of_the_users_is_protected(
 @pytest.fixture(scope="module")
 def demo_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 of the demo's held-out digits, in their class folders: a quick but real int8 gate."""
-    root = tmp_path_factory.mktemp("demo-eval")
-    for digit in sorted(DEMO_EVAL.iterdir()):
-        (root / digit.name).mkdir()
-        for image in sorted(digit.iterdir())[:4]:
-            shutil.copy(image, root / digit.name / image.name)
-    return root
+    return demo_eval_subset(tmp_path_factory.mktemp("demo-eval"), per_class=4)
 
 
 def test_a_failing_rebuild_never_replaces_a_passing_artifact(
