@@ -58,4 +58,3 @@ class ArtifactRefusedError(BitEdgeError):
     """An artifact failed its parity gate or changed since it was verified: using it needs an explicit flag."""
 
     exit_code = 1
-
