@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
 from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
@@ -110,8 +111,6 @@ def convert(
         from bitedge.report import build_report
 
         log(f"writing the report in {request.out}")
-        from bitedge.artifacts.integrity import Allowances
-
         built = build_report(request.out, allow=Allowances(failed=True))  # this run's failures are in the results
         for problem in built.problems:
             log(f"warning: {problem}")
@@ -233,7 +232,7 @@ def _calibration_given(
 ) -> CalibrationOptions | None:
     """The calibration options the user gave (None when none), with conflicts refused."""
     calibrating = {"--calibration-method": method, "--calibration-size": size, "--calibration-seed": seed,
-                   "--exclude": exclude, "--strict-images": strict_images or None}  # fmt: skip
+                   "--exclude": exclude or None, "--strict-images": strict_images or None}  # fmt: skip
     if table is not None:
         ignored = [flag for flag, value in calibrating.items() if value is not None]
         if ignored:
@@ -270,10 +269,14 @@ def _with_calibration_defaults(request: ConvertRequest, *, int8: list[str]) -> C
     needs_images = options.images is None and (options.table is None or own)
     if needs_images and is_demo(request.model):
         options = replace(options, images=DEMO_CALIBRATION)
-    elif needs_images:
-        why = f"{', '.join(own)}'s own quantizer calibrates on images" if options.table is not None else "int8"
+    elif needs_images and options.table is not None:
         raise BadInputError(
-            f"{request.model}: {why} needs calibration images: pass --calibration IMAGES (calibration= in the "
+            f"{request.model}: {', '.join(own)} int8 calibrates with its own quantizer, which needs images beside "
+            "the table: pass --calibration IMAGES as well, or --quantizer bitedge to use the table everywhere"
+        )
+    elif needs_images:
+        raise BadInputError(
+            f"{request.model}: int8 needs calibration images: pass --calibration IMAGES (calibration= in the "
             "library) or --calibration-table TABLE.json; the bundled images belong to the demo model only"
         )
     elif options.table is not None and options.images is not None and not own:

@@ -1,7 +1,8 @@
 """The ``bitedge`` command: a thin argparse adapter over the library API.
 
 Exit codes: 0 ok, 1 parity or runtime failure, 2 bad input (bad arguments, unreadable checkpoint, wrong
-config). Errors print one line on stderr, never a traceback; only a bug in bitedge shows one.
+config), 130 interrupted. Errors print one line on stderr, never a traceback: an unexpected one says so and
+points at ``--debug``, which shows it.
 """
 
 from __future__ import annotations

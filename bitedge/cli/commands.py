@@ -1,7 +1,6 @@
 """The handlers behind each ``bitedge`` command: parse nothing, call the library, print, return an exit code.
 
-``bitedge.cli`` (the package's __init__) builds the parser and maps errors to exit codes; each function
-here is one command.
+``cli.parser`` builds the parser, ``cli.main`` maps errors to exit codes; each function here is one command.
 Heavy imports (torch, runtimes) happen inside the handlers, so ``bitedge --help`` stays fast.
 """
 
@@ -238,9 +237,16 @@ def _artifact_lines(manifest: Any) -> list[str]:
         c = manifest.calibration
         rows.append(("calibration", f"{c.method} on {c.used} images, quantizer {c.quantizer}"))
     if parity:
+        rows.append(("parity", _parity_line(parity)))
+    return [f"{key:<12} {value}" for key, value in rows]
+
+
+def _parity_line(parity: dict[str, Any]) -> str:
+    try:
         accuracy = ""
         if parity.get("reference_accuracy") is not None:
             accuracy = f", accuracy {parity['reference_accuracy']:.2f}% -> {parity['artifact_accuracy']:.2f}%"
-        rows.append(("parity", f"top-1 agreement {parity['top1_agreement']:.2%}, max |Δ| {parity['max_abs_diff']:.3g}"
-                     f"{accuracy} on {parity['eval']['images']} images"))  # fmt: skip
-    return [f"{key:<12} {value}" for key, value in rows]
+        return (f"top-1 agreement {parity['top1_agreement']:.2%}, max |Δ| {parity['max_abs_diff']:.3g}{accuracy} "
+                f"on {parity['eval']['images']} images")  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return "the summary in bitedge.json is unreadable; run bitedge verify to record it again"
