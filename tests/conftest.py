@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+pytest_plugins = ["hostile_fixtures"]  # fixtures of tests/e2e/test_hostile_*.py
+
 # Tiny but complete: 4 stages, a projection unit in each, a 2-unit stage, 4 GroupNorm groups.
 TINY: dict[str, Any] = dict(
     embedding_size=16, hidden_sizes=[16, 32, 32, 64], depths=[1, 2, 1, 1], num_groups=4, num_labels=5

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bitedge import interrupts
-from bitedge.artifacts.ownership import MANIFEST_NAME, artifact_status, check_replaceable
+from bitedge.artifacts.ownership import MANIFEST_NAME, artifact_status, check_replaceable, foreign_entries
 from bitedge.errors import BadInputError
+
+PARTIAL_MARKER = ".bitedge-partial"  # in every temp directory bitedge builds an artifact in, until it is published
 
 
 def failed_sibling(final: Path) -> Path:
@@ -66,7 +68,7 @@ def exclusive(final: Path, *, log: Callable[[str], None] = lambda _: None) -> It
     except OSError as exc:
         raise BadInputError(f"{final.parent}: cannot write there ({exc.strerror}); choose another --out") from None
     acquired = False
-    token = interrupts.on_abort(lambda: lock_path.unlink(missing_ok=True) if acquired else None)
+    token = interrupts.on_abort(lambda: _remove_lock(lock_path) if acquired else None)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,25 +83,49 @@ def exclusive(final: Path, *, log: Callable[[str], None] = lambda _: None) -> It
     finally:
         interrupts.done(token)
         if acquired:
-            lock_path.unlink(missing_ok=True)
+            _remove_lock(lock_path)
         handle.close()
 
 
+def _remove_lock(path: Path) -> None:
+    """bitedge's lock files are always empty: a ``.NAME.lock`` with content is someone else's, and stays."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
 def clean_stale(final: Path) -> list[str]:
-    """Remove what a killed writer of ``final`` left beside it; call only while holding ``final``'s lock."""
+    """Remove what a killed writer of ``final`` left beside it; call only while holding ``final``'s lock.
+
+    Only what bitedge can prove it wrote goes: a temp directory holding ``PARTIAL_MARKER``, a backup that is a
+    bitedge artifact holding nothing else. Anything else with such a name is reported and left alone.
+    """
     messages = []
     for destination in (final, failed_sibling(final)):
         for backup in sorted(destination.parent.glob(f".{glob.escape(destination.name)}.old-*")):
-            if not destination.exists() and (backup / MANIFEST_NAME).is_file():
+            if not _is_own_artifact(backup):
+                messages.append(f"left {backup} in place: it has a backup's name but is not a bitedge artifact")
+            elif not destination.exists():
                 backup.rename(destination)  # killed between its two renames: the previous artifact goes back
                 messages.append(f"restored {destination} from {backup.name}, left by an interrupted run")
             else:
                 shutil.rmtree(backup, ignore_errors=True)
                 messages.append(f"removed {backup}, a backup left by an interrupted run")
     for partial in sorted(final.parent.glob(f".{glob.escape(final.name)}.partial-*")):
-        shutil.rmtree(partial, ignore_errors=True)
-        messages.append(f"removed {partial}, a half-written artifact left by an interrupted run")
+        if (partial / PARTIAL_MARKER).is_file():
+            shutil.rmtree(partial, ignore_errors=True)
+            messages.append(f"removed {partial}, a half-written artifact left by an interrupted run")
+        else:
+            messages.append(f"left {partial} in place: it has a temp directory's name but bitedge did not make it")
     return messages
+
+
+def _is_own_artifact(directory: Path) -> bool:
+    """A bitedge artifact (a readable manifest) holding nothing bitedge did not write."""
+    try:
+        return directory.is_dir() and (directory / MANIFEST_NAME).is_file() and not foreign_entries(directory)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -122,6 +148,7 @@ def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Staged]:
     final = final.absolute()
     check_destination(final, overwrite=overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    (tmp / PARTIAL_MARKER).touch()  # what proves a stale temp directory bitedge's (clean_stale)
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should get the usual permissions
@@ -145,6 +172,7 @@ def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Staged]:
 def _replace(destination: Path, tmp: Path) -> None:
     """Rename ``tmp`` to ``destination``; a previous directory there is kept until the rename succeeded."""
     check_replaceable(destination)  # again: the user may have put a file there while we worked
+    (tmp / PARTIAL_MARKER).unlink(missing_ok=True)  # complete now: it is an artifact, not a temp directory
     backup = None
     if destination.exists():
         backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")

@@ -1,0 +1,136 @@
+"""Hostile and careless use, part 3 (issue 22): the model you mean, and every option checked before work.
+
+A config beside a checkpoint, conflicting or unused flags, sizes out of bounds, bad calibration arrays: each
+refused with exit 2 and a message naming it, before any heavy work, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import hf_classifier
+from hostile_fixtures import run
+
+from bitedge.cli import main
+
+# ----------------------------------------------------------------------------------------- the model you mean
+
+
+def test_a_checkpoint_file_uses_the_config_beside_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """8 GroupNorm groups: loaded with BiT's default 32 it would be a different model that still converts."""
+    import torch
+
+    from bitedge import load_model
+
+    oracle = hf_classifier(num_groups=8, embedding_size=32, hidden_sizes=[32, 64, 64, 128])
+    folder = tmp_path / "ckpt"
+    oracle.save_pretrained(folder)
+    loaded = load_model(folder / "model.safetensors")
+    assert loaded.config.num_groups == 8
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(loaded(pixels).logits, oracle(pixels).logits, atol=1e-5)
+    code, out, _ = run(capsys, "inspect", str(folder / "model.safetensors"))
+    assert code == 0 and "config.json" not in out
+
+
+def test_a_config_that_contradicts_the_weights_names_both(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(tiny / "model.safetensors", folder / "weights.safetensors")
+    config = json.loads((tiny / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_sizes": [16, 32, 64, 64]}))
+    code, _, err = run(capsys, "inspect", str(folder / "weights.safetensors"))
+    assert code == 2 and "weights.safetensors" in err and str(folder / "config.json") in err
+
+
+def test_a_foreign_config_beside_a_checkpoint_is_refused(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(tiny / "model.safetensors", folder / "weights.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "resnet", "depths": [3, 4, 6, 3]}))
+    code, _, err = run(capsys, "inspect", str(folder / "weights.safetensors"))
+    assert code == 2 and "'resnet'" in err
+
+
+# ------------------------------------------------------------------------------------ validate before work
+
+
+def test_repeated_precisions_are_merged(
+    convert_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, *convert_args, "--precision", "fp32", "fp32", "--target", "onnx", "onnx", "--out", str(out)
+    )
+    assert code == 0 and "another bitedge run" not in err and (out / "bitedge.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--precision", "int8", "--calibration-table", "T", "--exclude", "stem"], "--exclude would be ignored"),
+        (["--calibration", "X"], "only apply to int8"),
+        (["--quantizer", "bitedge"], "only apply to int8"),
+        (["--coreml-target", "iOS17"], "options of the coreml target were given, but no coreml artifact"),
+        (["--tensor-input"], "options of the coreml target were given"),
+        (["--target", "openvino", "--onnx-group-norm", "native"], "options of the onnx target were given"),
+        (["--precision", "int8", "--quantizer", "nncf"], "--quantizer nncf is not available for onnx"),
+        (["--precision", "int8", "--calibration-table", "T", "--calibration", "X"], "--calibration would be"),
+        (["--image-size", "100000"], "2048 px"),
+        (["--image-size", "8"], "32..2048"),
+        (["--batch", "0"], "positive integer"),
+        (["--batch", "100000"], "must fit in memory"),
+        (["--threads", "0"], "positive integer"),
+        (["--calibration-size", "0"], "positive integer"),
+    ],
+)
+def test_conflicting_or_out_of_bounds_flags_fail_before_any_work(
+    convert_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    start = time.monotonic()
+    try:
+        code = main([*convert_args, "--out", str(out), *flags])
+    except SystemExit as exc:  # argparse's own bounds: usage line and exit 2
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert time.monotonic() - start < 10 and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_absurd_preprocessing_size_is_refused_with_the_reason(
+    tiny: Path, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    (model / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 16384}, "crop_size": 16384}))
+    out = tmp_path / "out"
+    args = ["convert", str(model), "--target", "onnx", "--precision", "fp32", "--eval", str(eval_dir)]
+    code, _, err = run(capsys, *args, "--out", str(out))
+    assert code == 2 and "preprocessing" in err and "16384x16384" in err and not out.exists()
+
+
+@pytest.mark.parametrize("problem", ["nan", "size"])
+def test_bad_calibration_arrays_fail_before_the_reference_pass(
+    convert_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    pixels = np.zeros((4, 3, 64 if problem == "nan" else 32, 64 if problem == "nan" else 32), np.float32)
+    if problem == "nan":
+        pixels[2, 0, 5, 5] = np.nan
+    np.save(tmp_path / "pixels.npy", pixels)
+    out = tmp_path / "out"
+    flags = ["--precision", "int8", "--calibration", str(tmp_path / "pixels.npy"), "--out", str(out)]
+    code, _, err = run(capsys, *convert_args, *flags)
+    assert code == 2 and ("sample 2 holds NaN" in err if problem == "nan" else "model takes 64x64" in err)
+    assert "float reference" not in err and not out.exists()
