@@ -66,13 +66,15 @@ def convert(
     threads: int | None = None,
     seed: int = 0,
     target_options: Mapping[str, Mapping[str, Any]] | None = None,
+    report: bool = True,
     log: Log | None = None,
 ) -> Conversion:
     """Convert ``model`` for every target (or those named) at every precision (or those named), verify each
     artifact in its runtime, and publish it under ``out``; several artifacts also get a report there.
 
     Returns one ``Result`` per artifact (``.passed``, ``.directory``, ``.manifest``, ``.report``); a failed
-    artifact is still published, marked failed. Raises ``BadInputError`` (and kin) before any work when the
+    artifact is still published, marked failed. ``report=False`` leaves the report to the caller (the command
+    line writes it after ``--bench``, with the latencies). Raises ``BadInputError`` (and kin) before any work when the
     request cannot be done, e.g. a non-demo model without ``eval_images``.
     """
     log = log or (lambda _: None)
@@ -107,14 +109,19 @@ def convert(
     from bitedge.pipeline.convert import convert as run
 
     results = run(request, jobs, log=log)
-    if len(results) > 1:
-        from bitedge.report import build_report
-
-        log(f"writing the report in {request.out}")
-        built = build_report(request.out, allow=Allowances(failed=True))  # this run's failures are in the results
-        for problem in built.problems:
-            log(f"warning: {problem}")
+    if report and len(results) > 1:
+        write_report(request.out, log=log)
     return Conversion(results, skipped)
+
+
+def write_report(root: Path, *, log: Log) -> None:
+    """report.html and report.md across the artifacts in ``root``, right after converting them: failed ones are
+    shown as such (the results say so already); files changed since they were verified are warned about."""
+    from bitedge.report import build_report
+
+    log(f"writing the report in {root}")
+    for problem in build_report(root, allow=Allowances(failed=True)).problems:
+        log(f"warning: {problem}")
 
 
 def verify(

@@ -26,7 +26,8 @@ def check_image_size(size: tuple[int, int], what: str) -> None:
         )
 
 
-_BOUNDS = {
+# (lowest, highest, why) of every size an option gives; the CLI's argument types read them too
+BOUNDS = {
     "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON),
     "batch": (1, MAX_BATCH, "one call's activations must fit in memory"),
     "threads": (1, MAX_THREADS, "more threads than that only add contention"),
@@ -38,7 +39,7 @@ def check_positive(name: str, value: int | None) -> int | None:
     """``value`` (None: not given) if it is an integer within ``name``'s bounds; else a BadInputError saying why."""
     if value is None:
         return None
-    low, high, reason = _BOUNDS[name]
+    low, high, reason = BOUNDS[name]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadInputError(f"{name} must be an integer in {low}..{high}, got {value!r}: {reason}")
     return value

@@ -112,10 +112,6 @@ class Manifest:
         """Record the sha256 of every artifact file (they are complete: the converter has returned)."""
         self.file_sha256 = {name: sha256_file(directory / name) for name in self.files}
 
-    def changed_files(self, directory: Path) -> list[str]:
-        """Files whose content no longer matches the hash recorded when the artifact was written."""
-        return [name for name, digest in self.file_sha256.items() if sha256_file(directory / name) != digest]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

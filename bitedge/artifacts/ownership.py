@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bitedge.errors import BadInputError
 
@@ -29,29 +30,26 @@ BENCH_TITLE = "bitedge bench"
 GENERATOR = "bitedge"  # the PNG "Software" text and the HTML generator meta tag bitedge writes
 
 
-def _starts_with(path: Path, text: str) -> bool:
+def _head(path: Path) -> str:
+    """The first 4 KiB of a file as text ("" if unreadable): where bitedge's reports say who wrote them."""
     try:
         with path.open("rb") as handle:
-            return handle.read(4096).decode("utf-8", "replace").lstrip().startswith(text)
+            return handle.read(4096).decode("utf-8", "replace")
     except OSError:
-        return False
+        return ""
 
 
-def _html_report(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096).decode("utf-8", "replace")
-    except OSError:
-        return False
-    return f"<title>{REPORT_TITLE}</title>" in head
-
-
-def _bench_json(path: Path) -> bool:
+def _json_object(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "bitedge" in data and "runs" in data
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _bench_json(path: Path) -> bool:
+    data = _json_object(path)
+    return data is not None and "bitedge" in data and "runs" in data
 
 
 def _bench_png(path: Path) -> bool:
@@ -68,10 +66,10 @@ def _bench_png(path: Path) -> bool:
 
 # The files bitedge writes at the top of an output directory, each with how to recognise bitedge's own.
 OWN_FILES: dict[str, Callable[[Path], bool]] = {
-    "report.html": _html_report,
-    "report.md": lambda p: _starts_with(p, f"# {REPORT_TITLE}"),
+    "report.html": lambda p: f"<title>{REPORT_TITLE}</title>" in _head(p),
+    "report.md": lambda p: _head(p).lstrip().startswith(f"# {REPORT_TITLE}"),
     "bench.json": _bench_json,
-    "bench.md": lambda p: _starts_with(p, f"# {BENCH_TITLE}"),
+    "bench.md": lambda p: _head(p).lstrip().startswith(f"# {BENCH_TITLE}"),
     "bench.png": _bench_png,
 }
 
@@ -111,12 +109,8 @@ def foreign_entries(directory: Path) -> list[str]:
 
 def _listed_files(directory: Path) -> set[str] | None:
     """Top-level names of the files the artifact's manifest lists; None when it is not a bitedge artifact."""
-    try:
-        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
-        files = data["files"]
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+    files = (_json_object(directory / MANIFEST_NAME) or {}).get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         return None
     return {Path(f).parts[0] for f in files if Path(f).parts}
 
@@ -146,9 +140,5 @@ def check_replaceable(path: Path) -> None:
 
 def artifact_status(directory: Path) -> str | None:
     """The ``status`` recorded in an artifact directory's manifest ("passed", "failed", ...), or None."""
-    try:
-        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    status = data.get("status") if isinstance(data, dict) else None
+    status = (_json_object(directory / MANIFEST_NAME) or {}).get("status")
     return status if isinstance(status, str) else None

@@ -94,7 +94,8 @@ def run_convert(args: argparse.Namespace) -> int:
         args.model, args.out, targets=args.target, precisions=args.precision, eval_images=args.eval_images,
         calibration_table=args.calibration_table, quantizer=args.quantizer, image_size=args.image_size,
         batch=args.batch, raw_pixel_input=args.raw_pixel_input, overwrite=args.overwrite, threads=args.threads,
-        seed=args.seed, target_options=_target_options(args), log=_log, **_calibration_kwargs(args),
+        seed=args.seed, target_options=_target_options(args), report=not args.bench, log=_log,
+        **_calibration_kwargs(args),
     )  # fmt: skip
     for result in results:
         print("\n".join(result.report.summary_lines()))
@@ -113,9 +114,9 @@ def run_convert(args: argparse.Namespace) -> int:
         print(table(timed))
         write(timed, root or results[0].directory, protocol)
         if root is not None:
-            from bitedge.report import build_report
+            from bitedge.api import write_report
 
-            build_report(root, allow=Allowances(failed=True))  # again, with the latencies
+            write_report(root, log=_log)  # with the latencies
     if root is not None:
         print(f"report: {root / 'report.html'}")
     return 0 if results.passed else 1

@@ -27,14 +27,7 @@ from bitedge.cli.commands import (
     run_verify,
 )
 from bitedge.converters import converter_classes, target_names
-from bitedge.limits import (
-    IMAGE_SIZE_REASON,
-    MAX_BATCH,
-    MAX_CALIBRATION_SIZE,
-    MAX_IMAGE_SIZE,
-    MAX_THREADS,
-    MIN_IMAGE_SIZE,
-)
+from bitedge.limits import BOUNDS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +208,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:
     """What decides the deploy graph (shared by convert and calibrate, whose tables must match it)."""
     parser.add_argument(
-        "--image-size", type=_bounded_int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON), metavar="PX",
+        "--image-size", type=_bounded_int(*BOUNDS["image_size"]), metavar="PX",
         help=f"input size, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default: checkpoint's)",
     )  # fmt: skip
     parser.add_argument(
@@ -241,7 +234,7 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
     )  # fmt: skip
     group.add_argument(
         "--calibration-size", metavar="N",
-        type=_bounded_int(1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
+        type=_bounded_int(*BOUNDS["calibration_size"]),
         help="seeded sample size (default: 512)",
     )  # fmt: skip
     group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
@@ -303,5 +296,5 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_batch_size = _bounded_int(1, MAX_BATCH, "one call's activations must fit in memory")
-_threads = _bounded_int(1, MAX_THREADS, "more threads than that only add contention")
+_batch_size = _bounded_int(*BOUNDS["batch"])
+_threads = _bounded_int(*BOUNDS["threads"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from bitedge.artifacts.integrity import changed_files
 from bitedge.artifacts.manifest import Manifest
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
@@ -36,7 +37,7 @@ def verify(
     """Re-run the parity gate on an existing artifact; updates its reports and status."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
-    changed = manifest.changed_files(directory)
+    changed = changed_files(directory, manifest)
     converter = get_converter(manifest.target)
     converter.check_runtime()
     source = manifest.source

@@ -14,6 +14,7 @@ import pytest
 from conftest import demo_eval_subset
 
 import bitedge
+from bitedge.artifacts.integrity import changed_files
 from bitedge.artifacts.manifest import Manifest
 from bitedge.cli.parser import build_parser
 from bitedge.converters import converter_classes, get_converter
@@ -72,7 +73,7 @@ def test_converts_the_demo_and_passes_its_gate(
     assert result.passed, "\n".join(result.report.summary_lines())
     manifest = Manifest.read(out)  # the manifest it wrote reads back, typed
     assert (manifest.target, manifest.precision, manifest.status) == (name, precision, "passed")
-    assert set(manifest.file_sha256) == set(manifest.files) and manifest.changed_files(out) == []
+    assert set(manifest.file_sha256) == set(manifest.files) and changed_files(out, manifest) == []
     assert manifest.conversion["target_options"] == dataclasses.asdict(converter.Options())
     assert json.loads((out / "parity.json").read_text())["comparisons"][0]["metrics"]["samples"] == 30
     runner = converter.load_runner(out, manifest)  # in its real runtime, as predict and verify load it

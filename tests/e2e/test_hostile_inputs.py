@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_fixtures import digests
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from bitedge.cli import main
-from bitedge.hashing import sha256_file
 
 pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
 
@@ -115,11 +115,7 @@ def good_artifact(tiny_hf_dir: Path, eval_dir: Path, tmp_path: Path) -> tuple[Pa
     out = tmp_path / "artifact"
     args = ["convert", str(tiny_hf_dir), "--target", "onnx", "--precision", "fp32", "--eval", str(eval_dir)]
     assert main([*args, "--out", str(out)]) == 0
-    return out, args, _digests(out)
-
-
-def _digests(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+    return out, args, digests(out)
 
 
 def test_a_full_disk_leaves_the_previous_artifact_untouched(
@@ -138,7 +134,7 @@ def test_a_full_disk_leaves_the_previous_artifact_untouched(
     assert result.returncode == 1, result.stderr
     assert "File too large" in result.stderr and "free space" in result.stderr
     assert "Traceback" not in result.stderr
-    assert _digests(out) == before
+    assert digests(out) == before
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no leftover temp directory
 
 
@@ -149,10 +145,10 @@ def test_writing_over_an_input_is_refused(
 ) -> None:  # fmt: skip
     _, args, _ = good_artifact
     target = tiny_hf_dir if where == "model" else eval_dir
-    before = _digests(target)
+    before = digests(target)
     assert main([*args, "--out", str(target), "--overwrite"]) == 2
     assert "an input of this conversion" in capsys.readouterr().err
-    assert _digests(target) == before
+    assert digests(target) == before
 
 
 def test_output_on_a_read_only_file_system(
