@@ -83,9 +83,8 @@ def convert(
     given = _calibration_given(
         calibration, calibration_table, calibration_method, calibration_size, calibration_seed, exclude, strict_images
     )
-    options = {
-        parse_target(t): get_converter(parse_target(t)).parse_options(v) for t, v in (target_options or {}).items()
-    }
+    named_options = {parse_target(t): values for t, values in (target_options or {}).items()}
+    options = {name: get_converter(name).parse_options(values) for name, values in named_options.items()}
     request = ConvertRequest(
         model=str(model),
         out=Path(out),

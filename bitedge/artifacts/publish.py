@@ -130,14 +130,13 @@ def _is_own_artifact(directory: Path) -> bool:
 
 @dataclass
 class Staged:
-    """An artifact being built in ``path`` (a hidden temp directory) for ``final``.
+    """An artifact being built in ``path`` (a hidden temp directory).
 
     Set ``passed`` before the block ends: a failing artifact never replaces a passing one, it is published
     beside it (``final.failed``). ``published`` says where it went.
     """
 
     path: Path
-    final: Path
     passed: bool = True
     published: Path | None = None
 
@@ -153,7 +152,7 @@ def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Staged]:
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should get the usual permissions
     token = interrupts.on_abort(lambda: shutil.rmtree(tmp, ignore_errors=True))
-    staged = Staged(tmp, final)
+    staged = Staged(tmp)
     try:
         yield staged
         interrupts.check()  # a signal a runtime swallowed still stops the artifact from being published
