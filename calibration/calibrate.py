@@ -1,4 +1,5 @@
-"""Calibrate: stream calibration images through the deploy graph and record each quantized input's range."""
+"""Calibrate: stream calibration images through the deploy graph; record each quantized layer's input and
+output range (every range any target's placement needs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from bitedge.calibration import DEFAULT_METHOD, METHODS
 from bitedge.calibration.observers import AbsRange
 from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.sources import CalibrationData
-from bitedge.calibration.table import CalibrationTable
+from bitedge.calibration.table import SITES, CalibrationTable, Range
 from bitedge.errors import BadInputError, CalibrationError
 from bitedge.model.image_processor import BitImageProcessor
 
@@ -29,14 +30,15 @@ def collect_ranges(
     raw_pixels: bool,
     batch_size: int = 16,
     progress: Callable[[Any], Any] = lambda it: it,
-) -> tuple[dict[str, AbsRange], list[str]]:
-    """One streaming pass: the |x| statistics of every quantized layer's input, and the excluded layers."""
+) -> tuple[dict[str, dict[str, AbsRange]], list[str]]:
+    """One streaming pass: statistics of every quantized layer's input and output, and the excluded layers."""
     layers, excluded = select_layers(deploy, exclude)
-    ranges = {name: AbsRange() for name in layers}
-    hooks = [
-        deploy.get_submodule(name).register_forward_pre_hook(lambda _m, args, n=name: ranges[n].update(args[0]))
-        for name in layers
-    ]
+    ranges = {name: {site: AbsRange() for site in SITES} for name in layers}
+    hooks = []
+    for name in layers:
+        layer, stats = deploy.get_submodule(name), ranges[name]
+        hooks.append(layer.register_forward_pre_hook(lambda _m, args, s=stats: s["input"].update(args[0])))
+        hooks.append(layer.register_forward_hook(lambda _m, _a, out, s=stats: s["output"].update(out)))
     expected = tuple(processor.input_size)
     try:
         with torch.no_grad():
@@ -53,7 +55,7 @@ def collect_ranges(
 
 
 def make_table(
-    ranges: dict[str, AbsRange],
+    ranges: dict[str, dict[str, AbsRange]],
     excluded: list[str],
     data: CalibrationData,
     *,
@@ -67,7 +69,10 @@ def make_table(
     manifest = data.manifest
     return CalibrationTable(
         method=method,
-        amax={name: r.amax(method) for name, r in ranges.items()},
+        layers={
+            name: {site: Range(r.amax(method), r.low, r.high) for site, r in sites.items()}
+            for name, sites in ranges.items()
+        },
         excluded=excluded,
         model_sha256=model_sha256,
         input={"size": list(input_size), "raw_pixels": raw_pixels},

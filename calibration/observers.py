@@ -10,7 +10,8 @@ the range grows, so one streaming pass suffices) plus its exact maximum. From th
 - ``mse``: the clipping point with the least expected squared error (rounding noise inside, clipping
   error outside).
 
-Ranges are symmetric (zero point 0): TensorRT accepts nothing else.
+The method's clip is symmetric (TensorRT accepts nothing else); the signed extremes are kept beside it, so
+a target with uint8 activations can place an asymmetric range inside the clip (``calibration/placement.py``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ class AbsRange:
     def __init__(self) -> None:
         self.histogram = HistogramObserver(bins=BINS)
         self.max = 0.0
+        self.low, self.high = 0.0, 0.0  # signed extremes seen (0 included): where an asymmetric range may sit
 
     def update(self, x: torch.Tensor) -> None:
-        magnitude = x.detach().float().abs()
-        self.max = max(self.max, float(magnitude.max()))
-        self.histogram(magnitude)
+        values = x.detach().float()
+        low, high = torch.aminmax(values)
+        self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
+        self.max = max(self.max, -self.low, self.high)
+        self.histogram(values.abs())
 
     def amax(self, method: str) -> float:
         """The symmetric range ``[-amax, amax]`` that ``method`` chooses."""

@@ -26,6 +26,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn import functional as F
 
+from bitedge.calibration.placement import QParams
 from bitedge.calibration.simulate import QuantizedConv2d, QuantizedLinear
 from bitedge.errors import ExportError
 from bitedge.model.blocks import check_pixel_values
@@ -108,12 +109,11 @@ def _pad(e: _Emitter, n: torch.fx.Node, left: int, right: int, top: int, bottom:
     return e.node("Pad", [e.value(n.args[0]), pads, fill], n.name, mode="constant")
 
 
-def _qdq_input(e: _Emitter, n: torch.fx.Node, scale: float) -> str:
-    """QuantizeLinear -> DequantizeLinear of an activation: per tensor, symmetric int8 (zero point 0)."""
-    s = e.const(f"{n.target}.input_scale", np.array(scale, np.float32), keep_fp32=True)
-    z = e.const(f"{n.target}.input_zero_point", np.array(0, np.int8))
-    q = e.node("QuantizeLinear", [e.value(n.args[0]), s, z], f"{n.name}/q")
-    return e.node("DequantizeLinear", [q, s, z], f"{n.name}/dq")
+def _qdq(e: _Emitter, value: str, name: str, q: QParams) -> str:
+    """QuantizeLinear -> DequantizeLinear of an activation, per tensor, with the placement's type and zero point."""
+    s = e.const(f"{name}_scale", np.array(q.scale, np.float32), keep_fp32=True)
+    z = e.const(f"{name}_zero_point", np.array(q.zero_point, np.dtype(q.dtype.value)))
+    return e.node("DequantizeLinear", [e.node("QuantizeLinear", [value, s, z], f"{name}/q"), s, z], f"{name}/dq")
 
 
 def _dq_weight(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
@@ -124,17 +124,34 @@ def _dq_weight(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLine
     return e.node("DequantizeLinear", [w, s, z], f"{n.name}/weight", axis=0)
 
 
+def _bias(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> list[str]:
+    """The float bias, or (integer-bias placements) an int32 bias behind DequantizeLinear, as QLinearConv has."""
+    bias = m.layer.bias
+    if bias is None:
+        return []
+    if not m.integer_bias:
+        return [e.const(f"{n.target}.bias", bias, keep_fp32=True)]
+    scale = m.bias_scale()
+    values = torch.round(bias.detach() / scale).to(torch.int32)
+    b = e.const(f"{n.target}.bias_int32", values)
+    s = e.const(f"{n.target}.bias_scale", scale, keep_fp32=True)
+    z = e.const(f"{n.target}.bias_zero_point", np.zeros(len(scale), np.int32))
+    return [e.node("DequantizeLinear", [b, s, z], f"{n.name}/bias", axis=0)]
+
+
 def _quantized(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
-    x, w = _qdq_input(e, n, m.input_scale), _dq_weight(e, n, m)
+    """Q/DQ on the input (each consumer its own pair), DQ on the weight (and bias), Q/DQ on the output if placed."""
+    x, w = _qdq(e, e.value(n.args[0]), f"{n.target}.input", m.input_q), _dq_weight(e, n, m)
     layer = m.layer
-    bias = [e.const(f"{n.target}.bias", layer.bias, keep_fp32=True)] if layer.bias is not None else []
     if isinstance(layer, nn.Linear):
-        return e.node("Gemm", [x, w, *bias], n.name, transB=1)
+        return e.node("Gemm", [x, w, *_bias(e, n, m)], n.name, transB=1)
     pad_h, pad_w = cast(tuple[int, int], layer.padding)
-    return e.node(
-        "Conv", [x, w, *bias], n.name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+    name = f"{n.name}/conv" if m.output_q is not None else n.name
+    y = e.node(
+        "Conv", [x, w, *_bias(e, n, m)], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
         pads=[pad_h, pad_w, pad_h, pad_w], dilations=list(layer.dilation), group=layer.groups,
     )  # fmt: skip
+    return y if m.output_q is None else _qdq(e, y, f"{n.target}.output", m.output_q)
 
 
 def _module(e: _Emitter, n: torch.fx.Node) -> str:

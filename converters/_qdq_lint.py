@@ -1,9 +1,11 @@
-"""Lint an INT8 ONNX graph against the rules TensorRT's explicit-quantization path enforces.
+"""Lint an INT8 ONNX graph against its placement's rules (``calibration/placement.py``).
 
-TensorRT (10 and 11, strongly typed) accepts only symmetric int8 Q/DQ: zero points present, int8 and 0;
-positive finite scales; per-channel weight scales on axis 0 (output channels). bitedge also keeps
-GroupNorm unquantized (its input must not come straight from a DequantizeLinear). Each violation
-is one sentence naming the node; an empty list means the graph passes.
+Every placement: zero points are constants of the right type, scales positive and finite, per-channel
+weight scales on axis 0 (output channels) with zero points 0. ``SYMMETRIC_INT8`` is the rule set TensorRT's
+explicit-quantization path enforces: activations int8 with zero point 0, and GroupNorm kept unquantized (its
+input must not come straight from a DequantizeLinear). ``X86_UINT8``: uint8 activations with any zero point
+or int8 ones with zero point 0 (signed inputs), and an int32 bias with zero point 0. Each violation is one
+sentence naming the node; an empty list means the graph passes.
 """
 
 from __future__ import annotations
@@ -12,22 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from bitedge.calibration.placement import IntType, Placement
+
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 # GroupNorm as the native op or as the InstanceNormalization chain (--onnx-group-norm)
 NORMALIZATIONS = ("GroupNormalization", "InstanceNormalization")
 
 
-def lint_int8(model: Any) -> list[str]:
-    from onnx import TensorProto, numpy_helper
+def lint_int8(model: Any, placement: Placement) -> list[str]:
+    from onnx import numpy_helper
 
     graph = model.graph
-    constants = {t.name: t for t in graph.initializer}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     problems: list[str] = []
     for node in graph.node:
         if node.op_type in QDQ:
-            problems += _check_qdq(node, constants, numpy_helper, TensorProto.INT8)
-        elif node.op_type in NORMALIZATIONS:
+            problems += _check_qdq(node, constants, placement)
+        elif node.op_type in NORMALIZATIONS and placement.conv_outputs is None:
             source = producers.get(node.input[0])
             while source is not None and source.op_type == "Reshape":  # the instance form's (N, G, -1) view
                 source = producers.get(source.input[0])
@@ -38,26 +42,36 @@ def lint_int8(model: Any) -> list[str]:
             if weight is not None and weight.op_type == "DequantizeLinear":
                 axis = next((a.i for a in weight.attribute if a.name == "axis"), 1)
                 scale = constants.get(weight.input[1])
-                if scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1 and axis != 0:
+                if scale is not None and scale.ndim == 1 and scale.size > 1 and axis != 0:
                     problems.append(f"{weight.name}: per-channel weight scales must be on axis 0, not {axis}")
     if not any(node.op_type in QDQ for node in graph.node):
         problems.append("the graph has no QuantizeLinear/DequantizeLinear: it is not an INT8 graph")
     return problems
 
 
-def _check_qdq(node: Any, constants: dict[str, Any], numpy_helper: Any, int8: int) -> list[str]:
+def allowed_types(placement: Placement) -> set[np.dtype[Any]]:
+    """Activation types a placement uses: int8 always (symmetric), uint8 where it places it."""
+    used = {IntType.INT8, placement.nonnegative_inputs, placement.conv_outputs or IntType.INT8}
+    return {np.dtype(t.value) for t in used}
+
+
+def _check_qdq(node: Any, constants: dict[str, np.ndarray], placement: Placement) -> list[str]:
     if len(node.input) < 3 or node.input[2] not in constants:
-        return [f"{node.name}: {node.op_type} without a constant zero point (TensorRT needs an explicit 0)"]
+        return [f"{node.name}: {node.op_type} without a constant zero point (runtimes need it explicit)"]
     zero, scale = constants[node.input[2]], constants.get(node.input[1])
     problems = []
-    if zero.data_type != int8:
-        problems.append(f"{node.name}: zero point type {zero.data_type} is not int8 (symmetric int8 only)")
-    if np.any(numpy_helper.to_array(zero) != 0):
-        problems.append(f"{node.name}: non-zero zero point (asymmetric quantization is not accepted)")
+    activation = node.input[0] not in constants  # a weight or bias DequantizeLinear reads a constant
+    if not activation:
+        allowed = {np.dtype(np.int8), np.dtype(np.int32)}
+        if zero.dtype not in allowed or np.any(zero != 0):
+            problems.append(f"{node.name}: weights and biases need int8/int32 zero points of 0, got {zero.dtype}")
+    elif zero.dtype not in allowed_types(placement):
+        types = " or ".join(str(t) for t in allowed_types(placement))
+        problems.append(f"{node.name}: zero point type {zero.dtype} is not {types} ({placement.name})")
+    elif zero.dtype == np.dtype(np.int8) and np.any(zero != 0):
+        problems.append(f"{node.name}: non-zero int8 zero point (int8 activations are symmetric)")
     if scale is None:
         problems.append(f"{node.name}: scale is not a constant")
-    else:
-        values = numpy_helper.to_array(scale)
-        if not np.all(np.isfinite(values)) or np.any(values <= 0):
-            problems.append(f"{node.name}: scales must be positive and finite")
+    elif not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        problems.append(f"{node.name}: scales must be positive and finite")
     return problems

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
+from bitedge.calibration.placement import SYMMETRIC_INT8, Placement
 from bitedge.errors import BadInputError, MissingRuntimeError
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.parity.metrics import BUDGETS, Budget, Runner
@@ -48,7 +49,7 @@ class ExportSpec:
     batch: int | None  # None: dynamic batch dimension
     raw_pixel_input: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
-    simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ (calibration table)
+    simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ, in the target's placement
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
     processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)
@@ -79,6 +80,7 @@ class Converter(ABC):
     install: ClassVar[str | None] = None  # the install command, when not "pip install 'bitedge[<extra>]'"
     modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
     quantizers: ClassVar[tuple[str, ...]] = ("bitedge",)  # int8 quantizers it offers, the default first
+    placement: ClassVar[Placement] = SYMMETRIC_INT8  # where bitedge's int8 Q/DQ go for this runtime
     Options: ClassVar[type[TargetOptions]] = TargetOptions  # its own options (fields become CLI flags)
     budgets: ClassVar[Mapping[Precision, Budget]] = BUDGETS  # parity budget per precision (artifact vs float)
 

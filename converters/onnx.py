@@ -1,8 +1,9 @@
 """ONNX target: fp32, fp16 and int8 (Q/DQ) opset-21 graphs, verified in onnxruntime (CPU provider).
 
-INT8 is explicit: QuantizeLinear/DequantizeLinear around every quantized convolution's input (per tensor)
-and weight (per output channel), symmetric with zero points 0 — the Q/DQ rules TensorRT's parser enforces —
-and linted for those rules before it is written. GroupNorm is an InstanceNormalization chain by default,
+INT8 is explicit, in the ``X86_UINT8`` placement (calibration/placement.py): QuantizeLinear/DequantizeLinear
+on every convolution's input and output (uint8, per tensor), int8 weights per output channel and an int32
+bias, which onnxruntime fuses into QLinearConv (docs/int8.md); linted for that placement before it is
+written. The TensorRT bundle is the symmetric int8 graph. GroupNorm is an InstanceNormalization chain by default,
 which onnxruntime runs faster than the native op (``--onnx-group-norm``; TensorRT's bundle has the native op).
 
 Files: ``model.onnx``, plus ``model.onnx.data`` when the weights pass ONNX's 2 GB protobuf limit (external
@@ -20,6 +21,7 @@ import numpy as np
 
 from bitedge import __version__
 from bitedge.artifacts.manifest import Manifest
+from bitedge.calibration.placement import X86_UINT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
@@ -63,6 +65,7 @@ class OnnxConverter(Converter):
     extra = "onnx"
     modules = ("onnx", "onnxruntime")
     Options = OnnxOptions
+    placement = X86_UINT8
 
     def convert(
         self,
@@ -92,9 +95,10 @@ class OnnxConverter(Converter):
         )
         release_weights()  # the weights are in the data file or the protobuf now
         if int8:
-            problems = lint_int8(model)
+            problems = lint_int8(model, self.placement)
             if problems:
-                raise ExportError("the INT8 graph breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
+                raise ExportError(f"the INT8 graph breaks its placement's rules ({self.placement.name}): "
+                                  + "; ".join(problems[:5]))  # fmt: skip
         files = save_onnx(model, directory / MODEL_FILE)
         return ConvertedFiles(files, quantizer="bitedge" if int8 else None, simulated_reference=int8)
 

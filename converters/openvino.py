@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bitedge.artifacts.manifest import Manifest
+from bitedge.calibration.placement import X86_UINT8
 from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, fixed_batch, keep_weights
 from bitedge.converters.registry import register
 from bitedge.errors import CalibrationError, ExportError, MissingRuntimeError
@@ -54,6 +55,7 @@ class OpenVinoConverter(Converter):
     extra = "openvino"
     modules = ("openvino",)
     quantizers = QUANTIZERS
+    placement = X86_UINT8
 
     def convert(
         self,

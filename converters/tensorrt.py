@@ -152,7 +152,7 @@ def lint_tensorrt(model: Any, *, int8: bool, allowed_float: set[str]) -> list[st
     if unsupported:
         problems.append(f"ops TensorRT's parser may not support: {', '.join(unsupported)}")
     if int8:
-        problems += lint_int8(model)
+        problems += lint_int8(model, TensorRTConverter.placement)
         problems += _unquantized_layers(model, allowed_float)
     return problems
 

@@ -76,6 +76,7 @@ class CalibrationRecord:
     method: str
     table: str  # file name of the table inside the artifact
     quantizer: str | None = None  # "bitedge" (the table) or a target's own (e.g. "nncf")
+    placement: str | None = None  # bitedge's quantizer: where its Q/DQ went (calibration/placement.py)
     excluded: list[str] = field(default_factory=list)  # layers kept in float
     manifest_sha256: str | None = None  # hash of the calibration data's manifest
     source: str | None = None

@@ -79,7 +79,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, log=_log, **_calibration_kwargs(args),
     )  # fmt: skip
     used = table.calibration["used"]
-    print(f"calibration table: {args.out} ({table.method}, {len(table.amax)} layers, {used} images)")
+    print(f"calibration table: {args.out} ({table.method}, {len(table.layers)} layers, {used} images)")
     return 0
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from bitedge import interrupts
 from bitedge.artifacts.ownership import MANIFEST_NAME, REPORT_FILES, check_own_file
 from bitedge.artifacts.publish import Staged, atomic_directory, check_destination, exclusive
+from bitedge.calibration.placement import Placement
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
@@ -73,7 +74,8 @@ class _Conversion:
     def __init__(self, request: ConvertRequest, jobs: list[Job], log: Log) -> None:
         self.request, self.jobs, self.log = request, jobs, log
         self.int8 = any(job.precision == Precision.INT8 for job in jobs)
-        self._simulated: Outputs | None = None
+        self.table: CalibrationTable | None = None
+        self._simulated: dict[Placement, tuple[nn.Module, Outputs | None]] = {}  # per placement: model, its outputs
 
     def load(self) -> None:
         """The float model, its preprocessing and the evaluation images; every option checked, no heavy work."""
@@ -112,8 +114,7 @@ class _Conversion:
         release_weights(self.model)  # from here on the folded copy is the only one: two at most while converting
 
     def calibrate(self) -> None:
-        """int8 only: the calibration table (computed or reused) and the simulated-quantized model."""
-        self.table = None
+        """int8 only: the calibration table (computed or reused); each target's simulated model follows from it."""
         calibration = self.request.calibration
         if not self.int8:
             return
@@ -127,7 +128,6 @@ class _Conversion:
         processor = self.processor
         self.spec = replace(
             self.spec,
-            simulated=simulate(self.deploy, self.table),
             calibration=lambda: calibration_batches(processor, calibration, raw_pixels=raw),
             quantizer=self.request.quantizer,
         )
@@ -151,7 +151,7 @@ class _Conversion:
         release = keep_weights
         if last:  # nothing after this artifact needs the folded weights: the converter frees them when it can
             if job.precision == Precision.INT8:
-                self._simulated_outputs()  # while the simulated model's weights still exist
+                self._simulated_outputs(job)  # while the simulated model's weights still exist
             release = self._release_folded
         self.log(f"converting to {job.target} {job.precision}{_memory()}")
         converted = get_converter(job.target).convert(
@@ -168,13 +168,14 @@ class _Conversion:
         converter, tmp = get_converter(job.target), staged.path
         calibration = None
         if job.precision == Precision.INT8 and self.table is not None:
-            calibration = calibration_record(self.table, quantizer=converted.quantizer)
+            placement = converter.placement.name if converted.simulated_reference else None
+            calibration = calibration_record(self.table, quantizer=converted.quantizer, placement=placement)
         manifest = build_manifest(
             self.model, self.processor, converter, precision=job.precision, spec=self._job_spec(job),
             files=list(converted.files), seed=self.request.seed, calibration=calibration,
         )  # fmt: skip
         manifest.hash_files(tmp)
-        simulated = self._simulated_outputs() if converted.simulated_reference else None
+        simulated = self._simulated_outputs(job) if converted.simulated_reference else None
         self.log(f"verifying {job.target} {job.precision} in its runtime on {len(self.images.files)} images{_memory()}")
         report = run_parity(
             self.reference, converter.load_runner(tmp, manifest, threads=self.request.threads), self.images,
@@ -186,17 +187,30 @@ class _Conversion:
         return Result(job.directory, manifest, report)
 
     def _job_spec(self, job: Job) -> ExportSpec:
-        return replace(self.spec, options=self.request.options_for(job.target))
+        spec = replace(self.spec, options=self.request.options_for(job.target))
+        if job.precision != Precision.INT8 or self.table is None:
+            return spec
+        return replace(spec, simulated=self._simulated_model(get_converter(job.target).placement))
 
-    def _simulated_outputs(self) -> Outputs | None:
-        """The simulated int8 model on the evaluation images: computed once, shared by every int8 artifact."""
-        if self._simulated is None and self.spec.simulated is not None:
+    def _simulated_model(self, placement: Placement) -> nn.Module:
+        """The simulated int8 model in a target's placement: built once per placement, shared by its targets."""
+        if placement not in self._simulated:
+            assert self.table is not None  # int8 jobs only, after calibrate()
+            self._simulated[placement] = (simulate(self.deploy, self.table, placement), None)
+        return self._simulated[placement][0]
+
+    def _simulated_outputs(self, job: Job) -> Outputs:
+        """The job's simulated model on the evaluation images: computed once per placement."""
+        placement = get_converter(job.target).placement
+        model, outputs = self._simulated_model(placement), self._simulated[placement][1]
+        if outputs is None:
             raw = self.request.raw_pixel_input
-            self._simulated = simulated_outputs(self.spec.simulated, self.images, self.processor, raw_pixels=raw)
-        return self._simulated
+            outputs = simulated_outputs(model, self.images, self.processor, raw_pixels=raw)
+            self._simulated[placement] = (model, outputs)
+        return outputs
 
     def _release_folded(self) -> None:
-        release_weights(self.deploy, self.spec.simulated)
+        release_weights(self.deploy, *(model for model, _ in self._simulated.values()))
 
 
 def release_weights(*models: nn.Module | None) -> None:

@@ -84,9 +84,9 @@ def calibration_batches(
     yield from _open_images(options).batches(processor, raw_pixels=raw_pixels, batch_size=1)
 
 
-def calibration_record(table: CalibrationTable, *, quantizer: str | None) -> CalibrationRecord:
+def calibration_record(table: CalibrationTable, *, quantizer: str | None, placement: str | None) -> CalibrationRecord:
     """What the manifest records about the calibration behind an int8 artifact."""
-    own = {"method", "table", "quantizer", "excluded"}
+    own = {"method", "table", "quantizer", "excluded", "placement"}
     info = {k: v for k, v in table.calibration.items() if k in {f.name for f in fields(CalibrationRecord)} - own}
-    return CalibrationRecord(method=table.method, table=TABLE_FILE, quantizer=quantizer, excluded=list(table.excluded),
-                             **info)  # fmt: skip
+    return CalibrationRecord(method=table.method, table=TABLE_FILE, quantizer=quantizer, placement=placement,
+                             excluded=list(table.excluded), **info)  # fmt: skip

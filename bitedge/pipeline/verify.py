@@ -82,5 +82,11 @@ def _simulated(
         return None
     table = CalibrationTable.load(directory / calibration.table)
     folded = manifest.input.folded
-    network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table)  # type: ignore[arg-type]
+    placement = get_converter(manifest.target).placement
+    if calibration.placement not in (None, placement.name):
+        raise BadInputError(
+            f"{directory}: its int8 graph has the {calibration.placement} Q/DQ placement; this bitedge's "
+            f"{manifest.target} target places {placement.name}, so its simulated model would not match: convert again"
+        )
+    network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table, placement)  # type: ignore[arg-type]
     return simulated_outputs(network, images, processor, raw_pixels=folded)

@@ -148,10 +148,13 @@ def test_a_failing_rebuild_never_replaces_a_passing_artifact(
     table, broken = tmp_path / "table.json", tmp_path / "broken.json"
     assert run(capsys, "calibrate", "--out", str(table), "--calibration-size", "32")[0] == 0
     data = json.loads(table.read_text())
-    data["amax"] = dict.fromkeys(data["amax"], 1e-6)  # every range collapsed: int8 says nothing useful
+    collapsed = {"amax": 1e-6, "low": -1e-6, "high": 1e-6}  # every range collapsed: int8 says nothing useful
+    data["layers"] = {name: {"input": collapsed, "output": collapsed} for name in data["layers"]}
     broken.write_text(json.dumps(data))
     out = tmp_path / "int8"
-    args = ["convert", "--target", "onnx", "--precision", "int8", "--eval", str(demo_subset), "--out", str(out)]
+    # the TensorRT bundle's symmetric placement flips none of these 40 images with this table; onnx's x86-uint8
+    # flips one (2.5% on so small a set, 0.5% on all 400 held-out images): this test needs a passing artifact
+    args = ["convert", "--target", "tensorrt", "--precision", "int8", "--eval", str(demo_subset), "--out", str(out)]
     assert run(capsys, *args, "--calibration-table", str(table))[0] == 0
     before = digests(out)
     code, out_text, err = run(capsys, *args, "--calibration-table", str(broken), "--overwrite")

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from bitedge.calibration.placement import X86_UINT8
 from bitedge.cli import main
 from bitedge.converters._qdq_lint import lint_int8
 
@@ -38,54 +39,75 @@ def test_demo_int8_meets_the_budgets(int8_artifact: Path) -> None:
     assert "quantization error" in report and "conversion fidelity" in report
 
 
-def test_graph_follows_the_qdq_rules(int8_artifact: Path) -> None:
+def test_graph_follows_its_placement(int8_artifact: Path) -> None:
     proto = onnx.load(str(int8_artifact / "model.onnx"))
-    assert lint_int8(proto) == []
+    assert lint_int8(proto, X86_UINT8) == []
     ops = collections.Counter(n.op_type for n in proto.graph.node)
-    assert ops["QuantizeLinear"] == 18 and ops["DequantizeLinear"] == 36 and ops["InstanceNormalization"] == 13
+    # 17 convs with Q/DQ on input and output, the head on its input; DQ: activations, 18 weights, the head's bias
+    assert ops["QuantizeLinear"] == 18 + 17 and ops["DequantizeLinear"] == 35 + 18 + 1
+    assert ops["InstanceNormalization"] == 13
     weights = [t for t in proto.graph.initializer if t.name.endswith("weight_int8")]
     assert len(weights) == 18 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
+    types = collections.Counter(
+        t.data_type for t in proto.graph.initializer if t.name.endswith(("input_zero_point", "output_zero_point"))
+    )  # uint8, except the stem's signed input (symmetric int8)
+    assert types == {onnx.TensorProto.UINT8: 34, onnx.TensorProto.INT8: 1}
+    assert all(abs(numpy_helper.to_array(t)).max() == 63 for t in weights)  # 7 bits: no vpmaddubsw saturation
+
+
+def test_onnxruntime_fuses_every_convolution(int8_artifact: Path, tmp_path: Path) -> None:
+    """The point of the x86-uint8 placement: onnxruntime runs every conv as QLinearConv, none in float."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8_artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == 17 and ops["QGemm"] == 1, ops
+    assert not {"Conv", "FusedConv", "Gemm"} & set(ops), ops
 
 
 def _broken(proto: onnx.ModelProto, change: str) -> onnx.ModelProto:
     broken = onnx.ModelProto()
     broken.CopyFrom(proto)
     graph = broken.graph
-    if change == "zero-point":
-        zp = next(t for t in graph.initializer if t.name.endswith("input_zero_point"))
+    if change == "weight-zero-point":
+        zp = next(t for t in graph.initializer if t.name.endswith("weight_zero_point"))
         zp.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zp) + 1, zp.name))
     elif change == "axis":
         dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("/weight"))
         next(a for a in dq.attribute if a.name == "axis").i = 1
-    elif change == "group-norm":
-        norm = next(n for n in graph.node if n.op_type == "InstanceNormalization")
-        view = next(n for n in graph.node if norm.input[0] in n.output)  # its (N, G, -1) Reshape
-        dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("/dq"))
-        view.input[0] = dq.output[0]
-    elif change == "uint8":
-        zp = next(t for t in graph.initializer if t.name.endswith("input_zero_point"))
-        zp.CopyFrom(helper.make_tensor(zp.name, onnx.TensorProto.UINT8, [], [0]))
+    elif change == "int16":
+        zp = next(t for t in graph.initializer if t.name.endswith("output_zero_point"))
+        zp.CopyFrom(helper.make_tensor(zp.name, onnx.TensorProto.INT16, [], [0]))
+    elif change == "asymmetric-int8":
+        zp = next(t for t in graph.initializer if t.name.endswith("convolution.input_zero_point"))
+        zp.CopyFrom(helper.make_tensor(zp.name, onnx.TensorProto.INT8, [], [3]))
+    elif change == "scale":
+        scale = next(t for t in graph.initializer if t.name.endswith("output_scale"))
+        scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 0, scale.name))
     return broken
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("zero-point", "non-zero zero point"),
+        ("weight-zero-point", "zero points of 0"),
         ("axis", "axis 0"),
-        ("group-norm", "InstanceNormalization reads a dequantized tensor"),
-        ("uint8", "not int8"),
+        ("int16", "is not"),
+        ("asymmetric-int8", "non-zero int8 zero point"),
+        ("scale", "positive and finite"),
     ],
 )
-def test_lint_catches_what_tensorrt_refuses(int8_artifact: Path, change: str, message: str) -> None:
-    problems = lint_int8(_broken(onnx.load(str(int8_artifact / "model.onnx")), change))
+def test_lint_catches_a_graph_off_its_placement(int8_artifact: Path, change: str, message: str) -> None:
+    problems = lint_int8(_broken(onnx.load(str(int8_artifact / "model.onnx")), change), X86_UINT8)
     assert any(message in p for p in problems), problems
 
 
 def test_lint_refuses_a_float_graph(tmp_path: Path) -> None:
     out = tmp_path / "fp32"
     assert main(["convert", "--target", "onnx", "--precision", "fp32", "--out", str(out)]) == 0
-    assert lint_int8(onnx.load(str(out / "model.onnx"))) == [
+    assert lint_int8(onnx.load(str(out / "model.onnx")), X86_UINT8) == [
         "the graph has no QuantizeLinear/DequantizeLinear: it is not an INT8 graph"
     ]
 
@@ -142,7 +164,9 @@ def test_excluded_layers_stay_float(tmp_path: Path) -> None:
     args = ["convert", "--target", "onnx", "--precision", "int8", "--out", str(out), "--exclude", "stem", "head"]
     assert main(args) == 0
     proto = onnx.load(str(out / "model.onnx"))
-    assert collections.Counter(n.op_type for n in proto.graph.node)["QuantizeLinear"] == 16
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops["QuantizeLinear"] == 2 * 16 and ops["Conv"] == 17 and ops["Gemm"] == 1  # 16 convs: input and output
+    assert not any(n.op_type == "DequantizeLinear" and "embedder" in n.name for n in proto.graph.node)
     assert json.loads((out / "bitedge.json").read_text())["calibration"]["excluded"] == [
         "bit.embedder.convolution",
         "classifier.1",

@@ -63,7 +63,7 @@ def _planted(proto: onnx.ModelProto, violation: str) -> onnx.ModelProto:
 @pytest.mark.parametrize(
     ("violation", "message"),
     [
-        ("asymmetric", "non-zero zero point"),
+        ("asymmetric", "non-zero int8 zero point"),
         ("unquantized-input", "input is not quantized"),
         ("qdq-in-norm", "GroupNormalization"),
     ],

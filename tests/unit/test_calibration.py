@@ -144,15 +144,53 @@ def test_table_round_trip_and_checks(tmp_path: Path) -> None:
         input_size=(64, 64),
         raw_pixels=False,
     )
-    assert "classifier.1" not in table.amax and table.excluded == ["classifier.1"]
+    assert "classifier.1" not in table.layers and table.excluded == ["classifier.1"]
+    stem = table.layers["bit.embedder.convolution"]
+    assert stem["input"].low < 0 < stem["input"].high and stem["output"].low < 0  # normalized pixels; conv output
+    conv1 = table.layers["bit.encoder.stages.0.layers.0.conv1"]["input"]
+    assert conv1.low == 0 and 0 < conv1.amax <= conv1.high  # a ReLU output: never negative
     again = CalibrationTable.load(table.save(tmp_path / "t.json"))
     assert again == table
-    layers = list(table.amax)
+    layers = list(table.layers)
     again.check_matches(model_sha256=model.source.sha256, size=[64, 64], raw_pixels=False, layers=layers)
     with pytest.raises(BadInputError, match="another checkpoint"):
         again.check_matches(model_sha256="0" * 64, size=[64, 64], raw_pixels=False, layers=layers)
     with pytest.raises(BadInputError, match="input"):
         again.check_matches(model_sha256=model.source.sha256, size=[96, 96], raw_pixels=False, layers=layers)
-    (tmp_path / "bad.json").write_text('{"method": "entropy"}')
-    with pytest.raises(BadInputError, match="not a bitedge calibration table"):
-        CalibrationTable.load(tmp_path / "bad.json")
+    with pytest.raises(BadInputError, match="does not quantize"):
+        again.check_matches(model_sha256=model.source.sha256, size=[64, 64], raw_pixels=False, layers=layers[1:])
+    with pytest.raises(BadInputError, match="no range for extra_conv"):
+        again.check_matches(
+            model_sha256=model.source.sha256, size=[64, 64], raw_pixels=False, layers=["extra_conv", *layers]
+        )
+
+
+_RANGE = '{"amax": 2.0, "low": -1.0, "high": 2.0}'
+_TABLE = (
+    f'{{"version": 2, "method": "entropy", "layers": {{"stem": {{"input": {_RANGE}, "output": {_RANGE}}}}}, '
+    '"excluded": [], "model_sha256": null, "input": {"size": [64, 64], "raw_pixels": false}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"method": "entropy"}', "missing layers"),
+        ("[1, 2]", "expected an object"),
+        ("{", "not a bitedge calibration table"),
+        ('{"version": 1, "method": "entropy", "amax": {"stem": 1.0}}', "format 1 records only convolution-input"),
+        (_TABLE.replace('"high": 2.0', '"high": "x"'), "expected a number"),
+        (_TABLE.replace('"low": -1.0', '"low": 5.0'), "low <= high"),
+        (_TABLE.replace(', "output": {"amax": 2.0, "low": -1.0, "high": 2.0}', ""), "missing the output range"),
+        (_TABLE.replace('"amax": 2.0', '"amax": NaN'), "finite"),
+    ],
+)
+def test_malformed_tables_are_refused_by_name(tmp_path: Path, content: str, message: str) -> None:
+    CalibrationTable.load(_write(tmp_path / "ok.json", _TABLE))  # the unbroken one loads
+    with pytest.raises(BadInputError, match=message):
+        CalibrationTable.load(_write(tmp_path / "bad.json", content))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
