@@ -69,6 +69,7 @@ def fp16_typed_int8(int8_dir: Path) -> dict[str, Any]:
     import coremltools as ct
     import torch
 
+    from bitedge.calibration.placement import SYMMETRIC_INT8
     from bitedge.calibration.simulate import explicit_qdq, simulate
     from bitedge.calibration.table import CalibrationTable
     from bitedge.converters._coreml_build import Classifier, _runs_in_fp16
@@ -81,7 +82,7 @@ def fp16_typed_int8(int8_dir: Path) -> dict[str, Any]:
 
     model = load_model("bitedge/demo")
     processor = resolve_processor(model.image_processor, None)
-    simulated = simulate(fold(model), CalibrationTable.load(int8_dir / "calibration.json"))
+    simulated = simulate(fold(model), CalibrationTable.load(int8_dir / "calibration.json"), SYMMETRIC_INT8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(Classifier(explicit_qdq(simulated)).eval(), torch.zeros(1, 3, 64, 64))

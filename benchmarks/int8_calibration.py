@@ -31,6 +31,7 @@ from bitedge import load_model
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved
 from bitedge.calibration import DEFAULT_METHOD, METHODS
 from bitedge.calibration.calibrate import collect_ranges, make_table
+from bitedge.calibration.placement import X86_UINT8
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.sources import open_calibration
 from bitedge.converters._onnx_graph import build_onnx
@@ -78,7 +79,7 @@ def demo_part() -> dict[str, Any]:
         reference = model(torch.from_numpy(pixels)).logits.numpy()
 
     def evaluate(name: str, table: Any) -> dict[str, Any]:
-        sim_model = simulate(deploy, table)
+        sim_model = simulate(deploy, table, X86_UINT8)
         with torch.no_grad():
             simulated = sim_model(torch.from_numpy(pixels)).numpy()
         onnx_out = _session(build_onnx(sim_model, input_size=(64, 64), batch=None)).run(None, {"pixel_values": pixels})[
@@ -130,7 +131,12 @@ def r50_calibration_child() -> None:
     seconds = time.perf_counter() - start
     print(
         json.dumps(
-            {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "images": data.manifest.used, "layers": len(table.amax)}
+            {
+                "seconds": seconds,
+                "peak_rss_mb": peak_rss_mb(),
+                "images": data.manifest.used,
+                "layers": len(table.layers),
+            }
         )
     )
 
@@ -147,7 +153,7 @@ def r50_part(quick: bool) -> dict[str, Any]:
         ranges, excluded, data, method=DEFAULT_METHOD, model_sha256=None, input_size=(224, 224), raw_pixels=False
     )
     fp32 = _session(build_onnx(deploy, input_size=(224, 224), batch=None))
-    int8 = _session(build_onnx(simulate(deploy, table), input_size=(224, 224), batch=None))
+    int8 = _session(build_onnx(simulate(deploy, table, X86_UINT8), input_size=(224, 224), batch=None))
     x = next(iter(Batches(scan_images(DEMO_EVAL, []), processor, batch_size=1)))[0]
     protocol = Protocol(3, 0.2, 10, 0.5) if quick else Protocol()
     candidates = {

@@ -62,7 +62,9 @@ def build(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any]:
     options = CalibrationOptions(images=DEMO_CALIBRATION, size=300)
     table = calibration_table(model, deploy, processor, options, raw_pixels=False)
     samples = list(calibration_batches(processor, options, raw_pixels=False))
-    spec = ExportSpec(size, None, simulated=simulate(deploy, table), calibration=lambda: samples)
+    spec = ExportSpec(
+        size, None, simulated=simulate(deploy, table, OpenVinoConverter.placement), calibration=lambda: samples
+    )
     irs: dict[str, Any] = {}
     converter = OpenVinoConverter()
     for name, precision, quantizer in [

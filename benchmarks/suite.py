@@ -134,7 +134,7 @@ def flows(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any, dict[s
     table = calibration_table(
         model, deploy, processor, CalibrationOptions(DEMO_CALIBRATION, size=300), raw_pixels=False
     )
-    spec = ExportSpec(processor.input_size, None, simulated=simulate(deploy, table))
+    spec = ExportSpec(processor.input_size, None, simulated=simulate(deploy, table, OnnxConverter.placement))
     for precision in (Precision.FP32, Precision.FP16, Precision.INT8):
         out = work / f"onnx-{precision}"
         out.mkdir()

@@ -30,6 +30,7 @@ class Classifier:
     info: dict[str, Any]  # what runs it and how (runtime, precision, hints), for bench records
     fixed_batch: int | None = None  # artifacts exported with a fixed batch size
     warnings: tuple[str, ...] = ()  # what the user allowed explicitly (a failed or unchecked artifact)
+    model_config: dict[str, Any] | None = None  # the BiT config it computes (what bench counts MACs from)
 
     def preprocess(self, image: str | Path | np.ndarray) -> np.ndarray:
         """(3, H, W) float32 as this classifier takes it (raw 0..255 for raw-pixel artifacts)."""
@@ -40,13 +41,19 @@ class Classifier:
 
 
 def open_classifier(
-    spec: str | Path, *, threads: int | None = None, for_bench: bool = False, allow: Allowances = STRICT
+    spec: str | Path,
+    *,
+    threads: int | None = None,
+    for_bench: bool = False,
+    runs: str | None = None,
+    allow: Allowances = STRICT,
 ) -> Classifier:
     """An artifact directory (with bitedge.json), or anything ``load_model`` reads.
 
     Artifacts run in their runtime: as verified (``load_runner``), or configured as a deployment runs them
-    when ``for_bench`` (``bench_runner``); models run as the float PyTorch reference, eager. An artifact that
-    failed its gate or changed since is refused unless ``allow`` says otherwise (``integrity``).
+    when ``for_bench`` (``bench_runner``, in precision ``runs`` where the runtime offers several); models run
+    as the float PyTorch reference, eager. An artifact that failed its gate or changed since is refused unless
+    ``allow`` says otherwise (``integrity``).
     """
     from bitedge.artifacts.manifest import Manifest
     from bitedge.artifacts.ownership import MANIFEST_NAME
@@ -62,8 +69,8 @@ def open_classifier(
         converter.check_runtime()
         info: dict[str, Any] = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision}
         if for_bench:
-            run, runtime = converter.bench_runner(path, manifest, threads=threads)
-            info |= runtime
+            run, runtime = converter.bench_runner(path, manifest, threads=threads, runs=runs)
+            info |= {**runtime, "runs": runs or manifest.precision}
         else:
             run = converter.load_runner(path, manifest, threads=threads)
         processor = BitImageProcessor.from_dict(manifest.preprocessing)
@@ -72,8 +79,9 @@ def open_classifier(
         if warnings:
             info["warnings"] = warnings
         return Classifier(
-            run, processor, raw, list(manifest.labels), description, info, manifest.input.batch, tuple(warnings)
-        )
+            run, processor, raw, list(manifest.labels), description, info, manifest.input.batch, tuple(warnings),
+            manifest.model_config,
+        )  # fmt: skip
     import torch
 
     from bitedge.model.image_processor import resolve_processor
@@ -89,8 +97,10 @@ def open_classifier(
         return out
 
     processor = resolve_processor(model.image_processor, None)
-    info = {"kind": "float model", "runtime": f"torch {torch.__version__} eager", "precision": "fp32"}
-    return Classifier(run_float, processor, False, model.config.labels, "float", info)
+    info = {"kind": "float model", "runtime": f"torch {torch.__version__} eager", "precision": "fp32", "runs": "fp32"}
+    return Classifier(
+        run_float, processor, False, model.config.labels, "float", info, model_config=model.config.to_dict()
+    )
 
 
 def expand_images(arguments: list[str]) -> list[Path]:

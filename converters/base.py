@@ -163,10 +163,17 @@ class Converter(ABC):
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         """The artifact, loaded in its real runtime, as ``batch -> logits`` (the verified configuration)."""
 
+    def bench_precisions(self, manifest: Manifest) -> tuple[str, ...]:
+        """The precisions this artifact actually runs in here, as a deployment may run it: one bench row each.
+        Most runtimes run what the artifact holds; OpenVINO's CPU plugin runs f32 or, by default where the CPU
+        has it, bf16."""
+        return (manifest.precision,)
+
     def bench_runner(
-        self, directory: Path, manifest: Manifest, *, threads: int | None
+        self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
     ) -> tuple[Runner, dict[str, Any]]:
-        """The artifact configured as a deployment runs it, for timing; and that configuration, recorded."""
+        """The artifact configured as a deployment runs it (in precision ``runs``, one of ``bench_precisions``),
+        for timing; and that configuration, recorded."""
         return self.load_runner(directory, manifest, threads=threads), {"runtime": self.name}
 
     def informational_runners(self, directory: Path, manifest: Manifest) -> dict[str, Runner]:

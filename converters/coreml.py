@@ -137,7 +137,7 @@ class CoreMLConverter(Converter):
         return _coreml_runner.EmulatedRunner(directory / PACKAGE, batch=manifest.input.batch or 1)
 
     def bench_runner(
-        self, directory: Path, manifest: Manifest, *, threads: int | None
+        self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
     ) -> tuple[Runner, dict[str, Any]]:
         if platform.system() != "Darwin":
             raise MissingRuntimeError(

@@ -126,7 +126,7 @@ class OnnxConverter(Converter):
         return fixed_batch(run, manifest.input.batch)
 
     def bench_runner(
-        self, directory: Path, manifest: Manifest, *, threads: int | None
+        self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
     ) -> tuple[Runner, dict[str, Any]]:
         import onnxruntime as ort
 

@@ -110,7 +110,7 @@ class TensorRTConverter(Converter):
         return build_engine(directory)
 
     def bench_runner(
-        self, directory: Path, manifest: Manifest, *, threads: int | None
+        self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
     ) -> tuple[Runner, dict[str, Any]]:
         """Only a built engine is timed: an onnxruntime stand-in would say nothing about TensorRT's speed."""
         from bitedge.converters._tensorrt_engine import HOW_TO, device, engine_runner

@@ -50,9 +50,12 @@ class ModelSummary:
 
 
 def count_macs(
-    config: BitConfig, resolution: int, model_class: type[BitPreTrainedModel] = BitForImageClassification
+    config: BitConfig,
+    resolution: int | tuple[int, int],
+    model_class: type[BitPreTrainedModel] = BitForImageClassification,
 ) -> int:
-    """MACs of one forward pass at ``resolution`` x ``resolution``, counted on the meta device."""
+    """MACs of one forward pass at ``resolution`` (square, or (H, W)), counted on the meta device."""
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
     with torch.device("meta"):
         model = model_class(config)
     total = 0
@@ -69,7 +72,7 @@ def count_macs(
         if isinstance(module, nn.Conv2d | nn.Linear):
             module.register_forward_hook(hook)
     with torch.no_grad():
-        model(torch.empty(1, config.num_channels, resolution, resolution, device="meta"))
+        model(torch.empty(1, config.num_channels, height, width, device="meta"))
     return total
 
 

@@ -38,7 +38,13 @@ def test_convert_and_verify_from_python(tiny_hf_dir: Path, eval_dir: Path, tmp_p
         ({"eval_images": "E", "target_options": {"onnx": {"group_norm": "x"}}}, "'x' is not one of"),
         ({"eval_images": "E", "target_options": {"onnx": {"speed": 1}}}, "target onnx has no option speed"),
         (
-            {"eval_images": "E", "targets": ["openvino"], "precisions": ["int8"], "calibration_table": "T"},
+            {
+                "eval_images": "E",
+                "targets": ["openvino"],
+                "precisions": ["int8"],
+                "calibration_table": "T",
+                "quantizer": "nncf",
+            },
             "openvino int8 calibrates with its own quantizer, which needs images beside the table",
         ),
         ({"eval_images": "E", "precisions": ["int8"], "calibration_table": "T", "exclude": ["stem"]}, "--exclude"),

@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,3 +135,48 @@ def test_bad_calibration_arrays_fail_before_the_reference_pass(
     code, _, err = run(capsys, *convert_args, *flags)
     assert code == 2 and ("sample 2 holds NaN" in err if problem == "nan" else "model takes 64x64" in err)
     assert "float reference" not in err and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tiny: Path, eval_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real calibration table of the tiny model, as JSON (its ranges are not the point here)."""
+    path = tmp_path_factory.mktemp("table") / "table.json"
+    args = ["calibrate", str(tiny), "--calibration", str(eval_dir), "--image-size", "64", "--out", str(path)]
+    assert main(args) == 0
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("rename", "no range for bit.embedder.convolution"),
+        ("extra", "bit.encoder.stages.9.conv, which this model does not quantize"),
+        ("excluded", "which this model does not quantize (another model, or layers it keeps in float)"),
+        ("format-1", "format 1 records only convolution-input ranges"),
+        ("no-output", "missing the output range"),
+    ],
+)
+def test_a_table_that_does_not_fit_the_model_is_refused_by_name(
+    tiny_table: dict[str, Any], convert_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    change: str, message: str,
+) -> None:  # fmt: skip
+    data = json.loads(json.dumps(tiny_table))
+    layers = data["layers"]
+    if change == "rename":
+        layers["stem_conv"] = layers.pop("bit.embedder.convolution")
+    elif change == "extra":
+        layers["bit.encoder.stages.9.conv"] = layers["classifier.1"]
+    elif change == "format-1":
+        data = {**data, "version": 1, "amax": {name: sites["input"]["amax"] for name, sites in layers.items()}}
+        del data["layers"]
+    elif change == "excluded":
+        data["excluded"] = ["classifier.1"]  # the head kept float, yet the table has its range
+    elif change == "no-output":
+        del layers["classifier.1"]["output"]
+    table, out = tmp_path / "table.json", tmp_path / "out"
+    table.write_text(json.dumps(data))
+    flags = ["--precision", "int8", "--calibration-table", str(table), "--out", str(out)]
+    code, _, err = run(capsys, *convert_args, *flags)
+    assert code == 2 and message in err, err
+    assert not out.exists()

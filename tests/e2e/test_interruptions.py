@@ -38,7 +38,7 @@ def _read_until(process: subprocess.Popen[bytes], marker: str) -> str:
 STAGES = {
     "onnx-export": ("converting to onnx fp32", signal.SIGINT),
     "calibration": ("calibrating on", signal.SIGTERM),
-    "nncf": ("converting to openvino int8", signal.SIGINT),
+    "openvino-int8": ("converting to openvino int8", signal.SIGINT),
     "openvino-verify": ("verifying openvino int8", signal.SIGTERM),
     "report-SIGINT": ("writing the report", signal.SIGINT),
     "report-SIGTERM": ("writing the report", signal.SIGTERM),

@@ -28,7 +28,7 @@ def _convert(out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def demo_irs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ov") / "demo"
-    assert _convert(root) == 0  # fp32, fp16, int8 (nncf) of the demo model
+    assert _convert(root) == 0  # fp32, fp16, int8 (bitedge's table, x86-uint8) of the demo model
     return root
 
 
@@ -40,8 +40,8 @@ def test_demo_model_every_precision_passes(demo_irs: Path, precision: str) -> No
     assert manifest["conversion"]["target_options"] == {}  # openvino has no options of its own
     parity = manifest["parity"]
     if precision == "int8":
-        assert manifest["calibration"]["quantizer"] == "nncf"
-        assert parity["top1_agreement"] >= 0.99
+        assert manifest["calibration"]["quantizer"] == "bitedge"
+        assert parity["top1_agreement"] >= 0.995  # issue 18: the demo's int8 artifacts keep >= 99.5%
         assert parity["reference_accuracy"] - parity["artifact_accuracy"] <= 0.5
     ir = ov.Core().read_model(str(directory / "model.xml"))
     assert json.loads(ir.get_rt_info(["bitedge", "labels"]).astype(str)) == [str(d) for d in range(10)]
@@ -57,16 +57,23 @@ def test_bf16_default_is_reported_next_to_the_f32_check(demo_irs: Path) -> None:
         assert shown[0]["metrics"]["max_abs_diff"] > gated[0]["metrics"]["max_abs_diff"]
 
 
-def test_bitedge_quantizer_route_is_checked_against_the_simulated_model(tmp_path: Path) -> None:
-    out = tmp_path / "ov-int8"
-    assert _convert(out, "--precision", "int8", "--quantizer", "bitedge") == 0
+def test_bitedge_quantizer_route_is_checked_against_the_simulated_model(demo_irs: Path) -> None:
+    out = demo_irs / "openvino-int8"
     manifest = json.loads((out / "bitedge.json").read_text())
-    # x86-uint8 placement: uint8 activations at zero point 0 after every ReLU and a 7-bit stem keep u8 x s8
+    # x86-uint8 placement: uint8 activations from zero after every ReLU and 7-bit weights keep u8 x s8
     # (vpmaddubsw) from saturating on CPUs without VNNI, where symmetric int8 drifted (cosine 0.99867)
-    assert manifest["calibration"]["quantizer"] == "bitedge" and manifest["calibration"]["placement"] == "x86-uint8"
+    assert manifest["calibration"]["placement"] == "x86-uint8"
     fidelity = manifest["parity"]["comparisons"]["artifact vs simulated-quantized (conversion fidelity)"]
     assert fidelity["passed"] and fidelity["top1"] >= 0.995
     assert main(["verify", str(out)]) == 0
+
+
+def test_nncf_route_still_builds_and_passes(tmp_path: Path) -> None:
+    out = tmp_path / "ov-nncf"
+    assert _convert(out, "--precision", "int8", "--quantizer", "nncf") == 0
+    manifest = json.loads((out / "bitedge.json").read_text())
+    assert manifest["calibration"]["quantizer"] == "nncf" and manifest["calibration"]["placement"] is None
+    assert manifest["parity"]["top1_agreement"] >= 0.99
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -115,7 +122,7 @@ def test_missing_runtime_says_what_to_install(
 
 def test_missing_nncf_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nncf", None)
-    assert _convert(tmp_path / "x", "--precision", "int8") == 1
+    assert _convert(tmp_path / "x", "--precision", "int8", "--quantizer", "nncf") == 1
     assert not (tmp_path / "x").exists()
 
 

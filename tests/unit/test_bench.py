@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitedge.bench.peak import measure_peak
 from bitedge.bench.protocol import (  # _stats: LatencyStats from samples
     Protocol,
     _stats,
@@ -19,6 +20,8 @@ from bitedge.bench.protocol import (  # _stats: LatencyStats from samples
     paired_ratio,
 )
 from bitedge.cli import main
+from bitedge.model.loading import load_model
+from bitedge.model.summary import count_macs
 
 FAST = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=5, min_seconds=0.0, settle_seconds=0.0)
 
@@ -165,7 +168,13 @@ def test_bench_cli_artifact_vs_float_model(tmp_path: Path, capsys: pytest.Captur
     assert len(run["stats"]["bitedge/demo"]["samples_ms"]) >= 5
     assert data["targets"][str(artifact)]["runtime"].startswith("onnxruntime")
     assert all(isinstance(t["rss_added_mb"], float) for t in data["targets"].values())  # measured on Linux
-    assert "+RSS MiB" in printed
+    assert "+RSS MiB" in printed and "GFLOP/s" in printed and "peak of this machine" in printed
+    # achieved GFLOP/s is the model's work over the median, judged against a peak measured in the same run
+    work = 2 * count_macs(load_model("bitedge/demo").config, 64) / 1e9
+    median_s = run["stats"]["bitedge/demo"]["median_ms"] / 1e3
+    assert run["gflops"]["bitedge/demo"] == pytest.approx(work / median_s)
+    assert run["peak_share"]["bitedge/demo"] == pytest.approx(work / median_s / data["peak"]["fp32_gflops"])
+    assert data["targets"][str(artifact)]["runs"] == "fp32" and data["peak"]["fp32_gflops"] > 1
     assert data["machine"]["cores"] and (out / "bench.png").stat().st_size > 0 and (out / "bench.md").is_file()
 
 
@@ -193,6 +202,32 @@ def test_bench_missing_runtime(
     capsys.readouterr()
     assert main(["bench", str(artifact), "--runs", "1", "--duration", "0.01"]) == 1
     assert "bitedge[openvino]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_openvino_rows_name_the_precision_that_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One row per precision the CPU plugin runs: f32 always, bf16 as its own row only where the CPU has it."""
+    import openvino as ov
+
+    artifact = tmp_path / "ov"
+    assert main(["convert", "--target", "openvino", "--precision", "fp32", "--out", str(artifact)]) == 0
+    out = tmp_path / "bench"
+    assert main(["bench", str(artifact), "--runs", "3", "--duration", "0.05", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    targets = json.loads((out / "bench.json").read_text())["targets"]
+    bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    expected = ["f32", "bf16"] if bf16 else ["f32"]
+    assert [t["runs"] for t in targets.values()] == expected
+    assert [t["inference_precision"] for t in targets.values()] == expected
+    assert bf16 or "this CPU has no bf16 support" in printed
+
+
+def test_peak_is_measured_per_number_type() -> None:
+    peak = measure_peak(1, seconds=0.01)
+    assert peak.fp32_gflops > 0 and peak.fp32_by in peak.measured
+    assert peak.int8_gops and peak.int8_by and peak.int8_by.split()[1] == "int8"  # onnxruntime is installed here
+    assert peak.share(peak.fp32_gflops / 2, int8=False) == pytest.approx(0.5)
+    assert peak.share(peak.int8_gops, int8=True) == pytest.approx(1.0)
 
 
 def test_bench_unknown_target(capsys: pytest.CaptureFixture[str]) -> None:

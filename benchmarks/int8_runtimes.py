@@ -1,0 +1,273 @@
+"""INT8 per runtime, paired in one run: bitedge's int8 against its own float and against each runtime's own flow.
+
+For BiT-R50x1 at 224 (seeded weights) and the demo model at 64, 2 threads, batch 1, timed interleaved under
+bitedge's latency protocol; ratios are medians of per-round ratios. Every int8 flow calibrates on the same
+images (the demo's bundled calibration split, named here explicitly; 64 of them for R50x1).
+
+onnxruntime (CPU provider, worker spinning off so interleaved flows do not steal each other's cores):
+bitedge ONNX fp32; bitedge ONNX int8 in the onnx target's placement (x86-uint8: conv inputs and outputs,
+uint8, QLinearConv); the same table in the symmetric-int8 placement (conv inputs only, what the onnx target
+emitted before); and the anchor, onnxruntime's own ``quantize_static`` with its defaults (QDQ) on bitedge's
+folded fp32 ONNX. OpenVINO (CPU, LATENCY hint): bitedge fp32 at f32 and, where the CPU has it, bf16 (its
+default there); the anchor (transformers -> convert_model -> nncf.quantize defaults); bitedge int8 with
+``--quantizer nncf`` and with ``--quantizer bitedge`` (x86-uint8) and the symmetric placement.
+
+Each row shows achieved GFLOP/s (2 x MACs / median) and its share of the machine's peak measured in the same
+run (``bitedge.bench.peak``: fp32 peak for float rows, int8 peak for int8 rows). The ceiling: the time inside
+each model's convolutions and head, and in everything else (onnxruntime's profiler, OpenVINO's performance
+counters; profiled runs, so their sum exceeds the median a little). Accuracy: the demo's
+flows on its 400 held-out images against the float model; R50x1's (seeded weights, no labels) as SNR and
+top-1 agreement against the float model on scikit-image's photos and flips of them.
+
+    python benchmarks/int8_runtimes.py          # writes benchmarks/results/int8_runtimes.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nncf
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+from onnx_fold_vs_unfolded import _session
+from openvino_vs_anchor import CONFIG, profile
+from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from suite import ort_kernel_ms
+
+from bitedge import load_model
+from bitedge.bench.peak import measure_peak
+from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8
+from bitedge.calibration.simulate import simulate
+from bitedge.converters.base import ExportSpec
+from bitedge.converters.onnx import OnnxConverter
+from bitedge.converters.openvino import OpenVinoConverter
+from bitedge.fold import fold
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL
+from bitedge.model.presets import PRESETS
+from bitedge.model.summary import count_macs
+from bitedge.parity.images import Batches, scan_images
+from bitedge.parity.metrics import compare
+from bitedge.pipeline.int8 import calibration_batches, calibration_table
+from bitedge.pipeline.options import CalibrationOptions
+from bitedge.precisions import Precision
+
+THREADS = 2
+ONNX_FP32, ONNX_INT8, ONNX_SYM = "bitedge ONNX fp32", "bitedge ONNX int8 (x86-uint8)", "bitedge ONNX int8 (symmetric)"
+ORT_ANCHOR = "anchor: onnxruntime quantize_static (QDQ defaults)"
+OV_FP32, OV_BF16 = "bitedge OpenVINO fp32 (f32)", "bitedge OpenVINO fp32 (bf16)"
+OV_ANCHOR = "anchor: transformers -> convert_model -> nncf.quantize"
+OV_NNCF, OV_INT8, OV_SYM = (
+    "bitedge OpenVINO int8 (--quantizer nncf)", "bitedge OpenVINO int8 (--quantizer bitedge, x86-uint8)",
+    "bitedge OpenVINO int8 (bitedge table, symmetric)",
+)  # fmt: skip
+INT8_FLOWS = (ONNX_INT8, ONNX_SYM, ORT_ANCHOR, OV_ANCHOR, OV_NNCF, OV_INT8, OV_SYM)
+ANCHORS = {"× bitedge ONNX fp32": ONNX_FP32, "× ORT quantize_static": ORT_ANCHOR, "× NNCF anchor": OV_ANCHOR}
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over a list of (1, 3, H, W) batches."""
+
+    def __init__(self, samples: list[np.ndarray]) -> None:
+        self.samples = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        sample = next(self.samples, None)
+        return None if sample is None else {"pixel_values": sample}
+
+
+def _bf16_available() -> bool:
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def build(model_name: str, work: Path, calibration_size: int) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    """{flow: batch -> logits}, {flow: conv-ceiling source}, the float model and its processor."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    model = load_model(model_name)
+    processor = model.image_processor if model_name == "bitedge/demo" else PRESETS[model_name].image_processor()
+    deploy = fold(model)
+    options = CalibrationOptions(images=DEMO_CALIBRATION, size=calibration_size)
+    table = calibration_table(model, deploy, processor, options, raw_pixels=False)
+    samples = list(calibration_batches(processor, options, raw_pixels=False))
+    flows: dict[str, Any] = {}
+    profiled: dict[str, Any] = {}
+
+    def onnx(name: str, precision: Precision, simulated: Any = None) -> Path:
+        out = work / name.replace(" ", "_").replace("(", "").replace(")", "")
+        out.mkdir()
+        spec = ExportSpec(processor.input_size, 1, simulated=simulated)
+        OnnxConverter().convert(deploy, out, precision=precision, spec=spec)
+        return out / "model.onnx"
+
+    paths = {
+        ONNX_FP32: onnx(ONNX_FP32, Precision.FP32),
+        ONNX_INT8: onnx(ONNX_INT8, Precision.INT8, simulate(deploy, table, X86_UINT8)),
+        ONNX_SYM: onnx(ONNX_SYM, Precision.INT8, simulate(deploy, table, SYMMETRIC_INT8)),
+    }
+    paths[ORT_ANCHOR] = work / "ort_quantize_static.onnx"
+    quantize_static(str(paths[ONNX_FP32]), str(paths[ORT_ANCHOR]), _Reader(samples), quant_format=QuantFormat.QDQ)
+    for name, path in paths.items():
+        session = _session(path, THREADS)
+        flows[name] = lambda x, s=session: s.run(None, {"pixel_values": x})[0]
+        profiled[name] = ("onnxruntime", path)
+
+    core = ov.Core()
+    irs: dict[str, Any] = {}
+    for name, quantizer, simulated in ((OV_FP32, None, None), (OV_NNCF, "nncf", None),
+                                       (OV_INT8, "bitedge", simulate(deploy, table, X86_UINT8)),
+                                       (OV_SYM, "bitedge", simulate(deploy, table, SYMMETRIC_INT8))):  # fmt: skip
+        out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+        out.mkdir()
+        spec = ExportSpec(
+            processor.input_size, 1, simulated=simulated, calibration=lambda: samples, quantizer=quantizer
+        )
+        precision = Precision.INT8 if quantizer else Precision.FP32
+        OpenVinoConverter().convert(deploy, out, precision=precision, spec=spec)
+        irs[name] = core.read_model(str(out / "model.xml"))
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model.save_pretrained(work / "hf")
+    hf = transformers.BitForImageClassification.from_pretrained(work / "hf").eval()
+    anchor_fp32 = ov.convert_model(hf, example_input=torch.from_numpy(samples[0]))
+    irs[OV_ANCHOR] = nncf.quantize(anchor_fp32, nncf.Dataset(samples), subset_size=len(samples))
+    for name, ir in irs.items():
+        hint = {} if name in INT8_FLOWS else {"INFERENCE_PRECISION_HINT": "f32"}
+        compiled = core.compile_model(ir, "CPU", {**CONFIG, **hint})
+        flows[name] = lambda x, c=compiled: c(x)[0]
+        profiled[name] = ("openvino", core.compile_model(ir, "CPU", {**CONFIG, **hint, "PERF_COUNT": True}))
+    if _bf16_available():
+        compiled = core.compile_model(irs[OV_FP32], "CPU", {**CONFIG, "INFERENCE_PRECISION_HINT": "bf16"})
+        flows[OV_BF16] = lambda x, c=compiled: c(x)[0]
+    return flows, profiled, model, processor
+
+
+CONV_OPS = ("Conv", "FusedConv", "QLinearConv", "Gemm", "QGemm", "Convolution", "FullyConnected")
+
+
+def op_ms(source: tuple[str, Any], x: np.ndarray) -> dict[str, float]:
+    """Milliseconds per call by op type (onnxruntime's profiler, OpenVINO's performance counters)."""
+    kind, handle = source
+    return ort_kernel_ms(handle, x) if kind == "onnxruntime" else profile(handle, x)
+
+
+def eval_inputs(model_name: str, processor: Any, labels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The demo's 400 held-out digits (with labels); for R50x1, scikit-image's photos and their mirror images."""
+    if model_name == "bitedge/demo":
+        batches = list(Batches(scan_images(DEMO_EVAL, labels), processor, batch_size=50))
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[2] for b in batches])
+    import skimage.data
+    from PIL import Image
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    images = [Image.fromarray(p) for p in photos]
+    images += [i.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for i in images]
+    return np.concatenate([processor(i)["pixel_values"] for i in images]).astype(np.float32), None
+
+
+def run(model_name: str, quick: bool) -> dict[str, Any]:
+    torch.set_num_threads(THREADS)
+    calibration_size = 64 if model_name != "bitedge/demo" else 200
+    with tempfile.TemporaryDirectory() as tmp:
+        flows, profiled, model, processor = build(model_name, Path(tmp), calibration_size)
+        pixels, labels = eval_inputs(model_name, processor, list(model.config.labels))
+        with torch.no_grad():
+            reference = model(torch.from_numpy(pixels)).logits.numpy()
+        accuracy = {}
+        for name, fn in flows.items():
+            m = compare(reference, np.concatenate([fn(p[None]) for p in pixels]), labels)
+            accuracy[name] = {"top1_agreement": m.top1_agreement, "snr_db": m.snr_db, "cosine": m.cosine_mean,
+                              "accuracy": m.artifact_accuracy}  # fmt: skip
+        x = np.ascontiguousarray(pixels[:1])
+        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        peak = measure_peak(THREADS)
+        stats = measure_interleaved({n: (lambda f=f: f(x)) for n, f in flows.items()}, batch=1, threads=THREADS,
+                                    protocol=protocol)  # fmt: skip
+        ops = {name: op_ms(source, x) for name, source in profiled.items()}
+    gflop = 2 * count_macs(model.config, processor.input_size[0]) / 1e9
+    rows: dict[str, Any] = {}
+    for name, s in stats.items():
+        achieved = gflop / (s.median_ms / 1e3)
+        share = peak.share(achieved, int8=name in INT8_FLOWS)
+        rows[name] = {
+            "latency": s.to_dict(), "gflops": achieved, "peak_share": share, **accuracy[name],
+            "ratios": {label: paired_ratio(s, stats[anchor]) for label, anchor in ANCHORS.items()},
+            "conv_ms": sum(v for k, v in ops[name].items() if k in CONV_OPS) if name in ops else None,
+            "other_ms": sum(v for k, v in ops[name].items() if k not in CONV_OPS) if name in ops else None,
+            "ms_by_op": ops.get(name),
+        }  # fmt: skip
+    return {
+        "model": model_name,
+        "input": list(processor.input_size),
+        "gflop_per_image": gflop,
+        "calibration_images": calibration_size,
+        "bf16": _bf16_available(),
+        "peak": peak.__dict__,
+        "flows": rows,
+        "versions": {"onnxruntime": ort.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+    }
+
+
+def markdown(results: list[dict[str, Any]], machine: dict[str, Any]) -> list[str]:
+    lines = ["# INT8 per runtime: bitedge against float and against each runtime's own flow", "",
+             f"Machine: {machine_line(machine)}. 2 threads, batch 1, one run; ratios are paired (per-round medians).",
+             ""]  # fmt: skip
+    for r in results:
+        peak = r["peak"]
+        int8_peak = f"{peak['int8_gops']:.0f} GOP/s int8 ({peak['int8_by']})" if peak["int8_gops"] else "int8 unknown"
+        lines += [
+            f"## {r['model']} at {r['input'][0]} px ({r['gflop_per_image']:.2f} GFLOP per image)", "",
+            f"Peak measured in this run: {peak['fp32_gflops']:.0f} GFLOP/s fp32 ({peak['fp32_by']}), {int8_peak}."
+            + ("" if r["bf16"] else " This CPU has no bf16: OpenVINO's default precision here is f32, so no bf16 row."),
+            "",
+            "| flow | median ms | × bitedge ONNX fp32 | × ORT quantize_static | × NNCF anchor | GFLOP/s | % of peak "
+            "| conv ms | other ms | top-1 agree | SNR dB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for name, f in r["flows"].items():
+            ratios = " | ".join(f"{v:.3f}" for v in f["ratios"].values())
+            share = "-" if f["peak_share"] is None else f"{100 * f['peak_share']:.0f}%"
+            conv = "- | -" if f["conv_ms"] is None else f"{f['conv_ms']:.1f} | {f['other_ms']:.1f}"
+            lines.append(
+                f"| {name} | {f['latency']['median_ms']:.1f} | {ratios} | {f['gflops']:.0f} | {share} | {conv} "
+                f"| {100 * f['top1_agreement']:.2f}% | {f['snr_db']:.1f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.5))
+    for ax, r in zip(np.atleast_1d(axes), results, strict=True):
+        names = list(r["flows"])
+        ax.barh(names, [r["flows"][n]["ratios"]["× bitedge ONNX fp32"] for n in names])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xlabel("median latency × bitedge ONNX fp32 (paired)")
+        ax.set_title(f"{r['model']} @ {r['input'][0]} px")
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["bit-m-r50x1", "bitedge/demo"])
+    parser.add_argument("--quick", action="store_true", help="short protocol (smoke test, not for results)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    machine = machine_info()
+    results = [run(m, args.quick) for m in args.models]
+    save_json(args.out, "int8_runtimes", {"machine": machine, "results": results})
+    save_markdown(args.out, "int8_runtimes", markdown(results, machine))
+    plot(results, args.out / "int8_runtimes.png")
+
+
+if __name__ == "__main__":
+    main()
