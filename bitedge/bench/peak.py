@@ -102,6 +102,8 @@ def _onnxruntime(threads: int | None, *, int8: bool) -> Callable[[int], Callable
         from onnx import TensorProto, helper, numpy_helper
 
         rng = np.random.default_rng(0)
+        a: np.ndarray
+        b: np.ndarray
         if int8:  # u8 activations x s8 weights, as QLinearConv runs on x86
             a = rng.integers(0, 256, (size, size), dtype=np.uint8)
             b = rng.integers(-127, 128, (size, size), dtype=np.int8)

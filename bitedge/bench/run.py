@@ -136,9 +136,14 @@ def bench(
         first = stats[targets[0].name]
         ratios = {name: paired_ratio(s, first) for name, s in stats.items()}
         info = {t.name: {**t.classifier.info, "rss_added_mb": t.rss_added_mb} for t in targets}
-        gflops = {n: None if work[n] is None else work[n] * batch / (s.median_ms / 1e3) for n, s in stats.items()}
+        gflops = {n: _rate(work[n], batch, s) for n, s in stats.items()}
         results.append(BenchResult(batch, threads, stats, ratios, info, peak, gflops, kept))
     return results
+
+
+def _rate(gflop_per_image: float | None, batch: int, stats: LatencyStats) -> float | None:
+    """Achieved GFLOP/s at the median latency (None when the model's work is unknown)."""
+    return None if gflop_per_image is None else gflop_per_image * batch / (stats.median_ms / 1e3)
 
 
 def table(results: list[BenchResult]) -> str:
