@@ -1,7 +1,11 @@
 """Activation ranges: one pass of statistics per tensor, four ways to turn them into an int8 range.
 
-Each quantized tensor gets a torch.ao ``HistogramObserver`` over ``|x|`` (2048 bins; it re-bins itself as
-the range grows, so one streaming pass suffices) plus its exact maximum. From that one histogram:
+Each quantized tensor gets a histogram of ``|x|``: 2048 bins over ``[0, top]``, where ``top`` is the first
+batch's maximum and doubles (adjacent bins merged, exactly) whenever a later batch exceeds it, so one
+streaming pass suffices; exact zeros are counted apart. One ``torch.bincount`` of bin indices per batch:
+calibrating BiT-R50x1 on 64 images (every conv's input and output observed, 2 threads) takes 12.2 s, 6.0 s
+of it the forward passes; with torch.ao's HistogramObserver (``torch.histc`` inside), used before, 19.1 s.
+From that one histogram:
 
 - ``minmax``: the largest |x| seen.
 - ``percentile``: the |x| below which 99.99 % of values fall.
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.ao.quantization.observer import HistogramObserver
 
 from bitedge.calibration import METHODS
 
@@ -31,7 +34,9 @@ class AbsRange:
     """Streaming statistics of one tensor's absolute values."""
 
     def __init__(self) -> None:
-        self.histogram = HistogramObserver(bins=BINS)
+        self.counts: torch.Tensor | None = None  # (BINS,) float64 counts of nonzero |x| over [0, top]
+        self.top = 0.0
+        self.zeros = 0  # exact zeros (ReLU outputs are mostly these), kept out of ``counts``
         self.max = 0.0
         self.low, self.high = 0.0, 0.0  # signed extremes seen (0 included): where an asymmetric range may sit
 
@@ -40,27 +45,42 @@ class AbsRange:
         low, high = torch.aminmax(values)
         self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
         self.max = max(self.max, -self.low, self.high)
-        self.histogram(values.abs())
+        zeros = values.numel() - int(torch.count_nonzero(values))
+        self.zeros += zeros
+        if self.max == 0.0:
+            return
+        self._cover(self.max)
+        assert self.counts is not None
+        # Bin index = floor(|x| * BINS / top): one bincount, about twice as fast as torch.histc here.
+        bins = values.abs().mul_(BINS / self.top).to(torch.int32).clamp_(max=BINS - 1)
+        counts = torch.bincount(bins.view(-1), minlength=BINS).double()
+        counts[0] -= zeros
+        self.counts += counts
+
+    def _cover(self, value: float) -> None:
+        """Grow the histogram until ``[0, top]`` holds ``value``: each doubling merges adjacent bins."""
+        if self.counts is None:
+            self.counts, self.top = torch.zeros(BINS, dtype=torch.float64), value
+        while self.top < value:
+            merged = self.counts.view(-1, 2).sum(dim=1)
+            self.counts, self.top = torch.cat([merged, torch.zeros(BINS // 2, dtype=torch.float64)]), self.top * 2
 
     def amax(self, method: str) -> float:
         """The symmetric range ``[-amax, amax]`` that ``method`` chooses."""
-        if method == "minmax" or self.max == 0.0:
+        if method == "minmax" or self.max == 0.0 or self.counts is None:
             return self.max
-        counts = self.histogram.histogram.double().numpy()
-        low, high = float(self.histogram.min_val), float(self.histogram.max_val)
-        edges = np.linspace(low, high, len(counts) + 1)  # upper edge of bin i is edges[i + 1]
+        counts = self.counts.numpy()
+        edges = np.linspace(0.0, self.top, len(counts) + 1)  # upper edge of bin i is edges[i + 1]
         if method == "percentile":
-            cdf = np.cumsum(counts) / counts.sum()
+            cdf = (self.zeros + np.cumsum(counts)) / (self.zeros + counts.sum())
             return float(edges[int(np.searchsorted(cdf, PERCENTILE / 100)) + 1])
         # ReLU outputs are mostly exact zeros, which int8 represents exactly at any range: they say nothing
         # about where to clip. Left in, their spike drives the KL search to clip hard (demo model: 98.75%
-        # vs 99.75% top-1 agreement), so the searches below ignore the first bin when it starts at 0.
-        if low == 0.0:
-            counts = np.concatenate([[0.0], counts[1:]])
+        # vs 99.75% top-1 agreement), so the searches below see only the nonzero values.
         if method == "entropy":
-            return float(edges[_kl_cut(counts)])
+            return min(float(edges[_kl_cut(counts)]), self.max)
         if method == "mse":
-            return _mse_amax(counts, edges)
+            return min(_mse_amax(counts, edges), self.max)
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
 
 
