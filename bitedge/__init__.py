@@ -34,6 +34,7 @@ _EXPORTS = {
     "verify": "bitedge.api",
     "calibrate": "bitedge.api",
     "build_on_device": "bitedge.api",
+    "sensitivity": "bitedge.api",
     "Conversion": "bitedge.api",
     "Result": "bitedge.pipeline.result",
     "BitEdgeError": "bitedge.errors",
@@ -54,7 +55,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from bitedge.api import Conversion, build_on_device, calibrate, convert, verify
+    from bitedge.api import Conversion, build_on_device, calibrate, convert, sensitivity, verify
     from bitedge.artifacts.manifest import Manifest
     from bitedge.errors import ArtifactRefusedError, BadInputError, BitEdgeError, MissingRuntimeError
     from bitedge.model.checkpoints import CheckpointSource
@@ -95,5 +96,6 @@ __all__ = [
     "calibrate",
     "convert",
     "load_model",
+    "sensitivity",
     "verify",
 ]

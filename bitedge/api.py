@@ -19,15 +19,24 @@ from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
 from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
-from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL, DEMO_MODEL, is_demo
+from bitedge.model.demo import DEMO_CALIBRATION, DEMO_MODEL, is_demo
 from bitedge.model.loading import check_source
-from bitedge.pipeline.options import CalibrationOptions, ConvertRequest
+from bitedge.parity.metrics import BudgetOverride
+from bitedge.pipeline.checks import (
+    calibration_given,
+    check_fallback,
+    check_table_destination,
+    eval_images_for,
+    with_calibration_defaults,
+)  # fmt: skip
+from bitedge.pipeline.options import CalibrationOptions, ConvertRequest, parse_fallback
 from bitedge.pipeline.plan import Skipped, plan
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision, parse_precision
 
 if TYPE_CHECKING:
     from bitedge.calibration.table import CalibrationTable
+    from bitedge.pipeline.sensitivity import Sensitivity
 
 Log = Callable[[str], None]
 
@@ -66,6 +75,10 @@ def convert(
     threads: int | None = None,
     seed: int = 0,
     target_options: Mapping[str, Mapping[str, Any]] | None = None,
+    min_top1_agreement: float | None = None,
+    min_cosine: float | None = None,
+    max_accuracy_drop: float | None = None,
+    fallback: str = "none",
     report: bool = True,
     log: Log | None = None,
 ) -> Conversion:
@@ -76,11 +89,16 @@ def convert(
     artifact is still published, marked failed. ``report=False`` leaves the report to the caller (the command
     line writes it after ``--bench``, with the latencies). Raises ``BadInputError`` (and kin) before any work when the
     request cannot be done, e.g. a non-demo model without ``eval_images``.
+
+    ``min_top1_agreement``, ``min_cosine`` and ``max_accuracy_drop`` override the precision's default parity
+    budget (artifact vs float); the manifest records the budget used. ``fallback="auto"`` (int8): when the
+    simulated int8 model misses that budget, the fewest most harmful layers stay float until it meets it
+    with a margin, one decision every target's artifact is built from (``calibration/fallback.py``).
     """
     log = log or (lambda _: None)
     check_source(model)
     names = [name for name in (targets or []) if name != "all"]
-    given = _calibration_given(
+    given = calibration_given(
         calibration, calibration_table, calibration_method, calibration_size, calibration_seed, exclude, strict_images
     )
     named_options = {parse_target(t): values for t, values in (target_options or {}).items()}
@@ -88,7 +106,7 @@ def convert(
     request = ConvertRequest(
         model=str(model),
         out=Path(out),
-        eval_images=_eval_images(model, eval_images),
+        eval_images=eval_images_for(model, eval_images),
         targets=tuple(dict.fromkeys(parse_target(t) for t in names)) or None,
         precisions=tuple(dict.fromkeys(parse_precision(p) for p in precisions)) if precisions else None,
         calibration=given,
@@ -100,9 +118,12 @@ def convert(
         threads=check_positive("threads", threads),
         seed=seed,
         target_options=options,
+        budget=BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop),
+        fallback=parse_fallback(fallback),
     )
     jobs, skipped = plan(request)
-    request = _with_calibration_defaults(request, int8=[j.target for j in jobs if j.precision == Precision.INT8])
+    check_fallback(request, jobs)
+    request = with_calibration_defaults(request, int8=[j.target for j in jobs if j.precision == Precision.INT8])
     for skip in skipped:
         log(f"skipping {skip.target}: {skip.reason}")
     from bitedge.pipeline.convert import convert as run
@@ -124,15 +145,23 @@ def write_report(root: Path, *, log: Log) -> None:
 
 
 def verify(
-    directory: str | Path, eval_images: str | Path | None = None, *, threads: int | None = None, log: Log | None = None
+    directory: str | Path,
+    eval_images: str | Path | None = None,
+    *,
+    threads: int | None = None,
+    min_top1_agreement: float | None = None,
+    min_cosine: float | None = None,
+    max_accuracy_drop: float | None = None,
+    log: Log | None = None,
 ) -> Result:
     """Re-run the parity gate of the artifact in ``directory`` (on ``eval_images``, or the recorded ones) and
-    record the verdict in it."""
+    record the verdict in it. The budget is the one recorded in its manifest; the three limits override it."""
     from bitedge.pipeline.verify import verify as run
 
     images = Path(eval_images) if eval_images is not None else None
     threads = check_positive("threads", threads)
-    return run(Path(directory), eval_images=images, threads=threads, log=log or (lambda _: None))
+    budget = BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop)
+    return run(Path(directory), eval_images=images, threads=threads, budget=budget, log=log or (lambda _: None))
 
 
 def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:
@@ -174,9 +203,9 @@ def calibrate(
     from bitedge.pipeline.int8 import calibration_table
 
     out = Path(out)
-    _check_table_destination(out, overwrite=overwrite)
+    check_table_destination(out, overwrite=overwrite)
     options = (
-        _calibration_given(
+        calibration_given(
             calibration, None, calibration_method, calibration_size, calibration_seed, exclude, strict_images
         )
         or CalibrationOptions()
@@ -198,96 +227,62 @@ def calibrate(
     return table
 
 
-def _check_table_destination(out: Path, *, overwrite: bool) -> None:
-    from bitedge.calibration.table import CalibrationTable
+def sensitivity(
+    model: str | Path = DEMO_MODEL,
+    out: str | Path = "bitedge-sensitivity",
+    *,
+    eval_images: str | Path | None = None,
+    targets: Sequence[str] | None = None,
+    ranking_images: int | None = None,
+    calibration: str | Path | None = None,
+    calibration_table: str | Path | None = None,
+    calibration_method: str | None = None,
+    calibration_size: int | None = None,
+    calibration_seed: int | None = None,
+    exclude: Sequence[str] | None = None,
+    strict_images: bool = False,
+    image_size: int | None = None,
+    raw_pixel_input: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Log | None = None,
+) -> Sensitivity:
+    """Rank ``model``'s layers by what int8 costs when only that layer is quantized (top-1 agreement, cosine,
+    SNR against float on ``eval_images``), in the int8 placement of each of ``targets`` (default: all), and
+    write sensitivity.json, .md and .png into ``out``. ``ranking_images``: score on that many of the images
+    the fully quantized model gets most wrong instead of all of them (faster on big sets)."""
+    from bitedge.converters import converter_classes
+    from bitedge.pipeline.sensitivity import SensitivityRequest, check_destination, run, write
 
-    if out.is_dir():
-        raise BadInputError(f"{out}: is a directory; give the table's file name, e.g. {out}/table.json")
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists():
-        try:
-            CalibrationTable.load(out)
-        except BadInputError:
-            raise BadInputError(
-                f"{out}: exists and is not a bitedge calibration table; it is left untouched: choose another --out"
-            ) from None
-    if not out.parent.is_dir():
-        raise BadInputError(f"{out.parent}: directory does not exist; create it first")
-
-
-def _eval_images(model: str | Path, given: str | Path | None) -> Path:
-    if given is not None:
-        return Path(given)
-    if is_demo(model):
-        return DEMO_EVAL
-    raise BadInputError(
-        f"{model}: name the evaluation images for the parity gate with --eval IMAGES (eval_images= in the "
-        "library); the bundled images belong to the demo model and say nothing about this one"
+    check_source(model)
+    out = Path(out)
+    check_destination(out, overwrite=overwrite)
+    options = (
+        calibration_given(
+            calibration,
+            calibration_table,
+            calibration_method,
+            calibration_size,
+            calibration_seed,
+            exclude,
+            strict_images,
+        )
+        or CalibrationOptions()
     )
-
-
-def _calibration_given(
-    images: str | Path | None,
-    table: str | Path | None,
-    method: str | None,
-    size: int | None,
-    seed: int | None,
-    exclude: Sequence[str] | None,
-    strict_images: bool,
-) -> CalibrationOptions | None:
-    """The calibration options the user gave (None when none), with conflicts refused."""
-    calibrating = {"--calibration-method": method, "--calibration-size": size, "--calibration-seed": seed,
-                   "--exclude": exclude or None, "--strict-images": strict_images or None}  # fmt: skip
-    if table is not None:
-        ignored = [flag for flag, value in calibrating.items() if value is not None]
-        if ignored:
-            raise BadInputError(
-                f"--calibration-table {table} fixes the calibration; {', '.join(ignored)} would be ignored: drop "
-                "them, or drop --calibration-table to calibrate anew"
-            )
-    if images is None and table is None and all(v is None for v in calibrating.values()):
-        return None
-    options = CalibrationOptions(
-        images=Path(images) if images is not None else None,
-        table=Path(table) if table is not None else None,
-        size=check_positive("calibration_size", size) if size is not None else 512,
-        seed=seed or 0,
-        exclude=tuple(exclude or ()),
-        strict_images=strict_images,
-    )
-    if method is not None:
-        from bitedge.calibration import METHODS
-
-        if method not in METHODS:
-            raise BadInputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
-        options = replace(options, method=method)
-    return options
-
-
-def _with_calibration_defaults(request: ConvertRequest, *, int8: list[str]) -> ConvertRequest:
-    """int8 needs calibration images or a table; a target's own quantizer (NNCF) needs images even with a
-    table. The demo model has its own; any other model must name them."""
-    if not int8:
-        return request
-    options = request.calibration or CalibrationOptions()
-    own = [t for t in int8 if (request.quantizer or get_converter(t).quantizers[0]) != "bitedge"]
-    needs_images = options.images is None and (options.table is None or own)
-    if needs_images and is_demo(request.model):
+    if options.images is None and options.table is None:
+        if not is_demo(model):
+            raise BadInputError(f"{model}: name the calibration images (--calibration) or table "
+                                "(--calibration-table); the bundled images belong to the demo model only")  # fmt: skip
         options = replace(options, images=DEMO_CALIBRATION)
-    elif needs_images and options.table is not None:
-        raise BadInputError(
-            f"{request.model}: {', '.join(own)} int8 calibrates with its own quantizer, which needs images beside "
-            "the table: pass --calibration IMAGES as well, or --quantizer bitedge to use the table everywhere"
-        )
-    elif needs_images:
-        raise BadInputError(
-            f"{request.model}: int8 needs calibration images: pass --calibration IMAGES (calibration= in the "
-            "library) or --calibration-table TABLE.json; the bundled images belong to the demo model only"
-        )
-    elif options.table is not None and options.images is not None and not own:
-        raise BadInputError(
-            f"--calibration-table {options.table} fixes the calibration; --calibration would be ignored (no "
-            "planned target calibrates with its own quantizer): drop one of them"
-        )
-    return replace(request, calibration=options)
+    names = [name for name in (targets or []) if name != "all"]
+    request = SensitivityRequest(
+        model=str(model), out=out, eval_images=eval_images_for(model, eval_images),
+        calibration=options,
+        targets=tuple(dict.fromkeys(parse_target(t) for t in names)) or tuple(c.name for c in converter_classes()),
+        ranking_images=check_positive("ranking_images", ranking_images),
+        image_size=check_positive("image_size", image_size), raw_pixel_input=raw_pixel_input, seed=seed,
+        overwrite=overwrite,
+    )  # fmt: skip
+    result = run(request, log=log or (lambda _: None))
+    write(result, out)
+    return result

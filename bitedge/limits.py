@@ -15,6 +15,7 @@ IMAGE_SIZE_REASON = (
 MAX_BATCH = 1024  # a fixed batch dimension; past it one call's activations no longer fit a machine
 MAX_THREADS = 1024
 MAX_CALIBRATION_SIZE = 1_000_000  # a seeded sample; thousands already saturate every range method
+MAX_SEARCH_IMAGES = 1000  # int8 layer searches decode and score at most this many evaluation images
 
 
 def check_image_size(size: tuple[int, int], what: str) -> None:
@@ -32,6 +33,7 @@ BOUNDS = {
     "batch": (1, MAX_BATCH, "one call's activations must fit in memory"),
     "threads": (1, MAX_THREADS, "more threads than that only add contention"),
     "calibration_size": (1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
+    "ranking_images": (1, MAX_SEARCH_IMAGES, f"a layer search scores at most {MAX_SEARCH_IMAGES} evaluation images"),
 }
 
 

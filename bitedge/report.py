@@ -28,6 +28,7 @@ from bitedge.artifacts.ownership import MANIFEST_NAME, OUTPUTS_FILE, REPORT_FILE
 from bitedge.errors import BadInputError
 from bitedge.fileio import read_json_file, write_atomic
 from bitedge.parity.gate import ARTIFACT_VS_SIMULATED
+from bitedge.report_tables import Table, int8_tables
 
 MAX_FLIPS = 8
 
@@ -107,8 +108,9 @@ def build_report(root: Path, *, allow: Allowances = STRICT) -> Built:
     for path in (html_path, md_path):
         check_own_file(path)  # rebuild bitedge's own report, never a file of the user's
     rows = [_row(e) for e in entries]
-    write_atomic(html_path, _html(entries, rows))
-    write_atomic(md_path, _markdown(entries, rows))
+    tables = int8_tables(root, [e.manifest for e in entries])
+    write_atomic(html_path, _html(entries, rows, tables))
+    write_atomic(md_path, _markdown(entries, rows, tables))
     problems = [
         f"{e.directory}: {', '.join(e.modified[:3])} changed since the artifact was verified" for e in entries
         if e.modified
@@ -135,6 +137,7 @@ def _row(e: Entry) -> dict[str, str]:
         "accuracy (float → artifact)": accuracy,
         "cosine / SNR": f"{first.get('cosine_mean', float('nan')):.5f} / {p.get('snr_db', float('nan')):.1f} dB",
         "int8 fidelity": f"{fidelity['top1']:.2%}" if fidelity else "-",
+        "float layers": str(len(e.manifest.calibration.excluded)) if e.manifest.calibration else "-",
         "latency": f"{e.latency_ms:.2f} ms" if e.latency_ms is not None else "-",
         "verdict": e.verdict,
     }
@@ -248,7 +251,7 @@ window.addEventListener('load', function () {
 """
 
 
-def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
+def _html(entries: list[Entry], rows: list[dict[str, str]], tables: list[Table]) -> str:
     plots = _plots(entries)
     esc = html.escape
     source = entries[0].manifest.source
@@ -263,6 +266,10 @@ def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
     for key, title in titles.items():
         if key in plots:
             sections.append(f'<h2>{title}</h2><img class="plot" id="plot-{key}" alt="{title}" src="{plots[key]}">')
+    for t in tables:
+        cells = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in t.header) + "</tr>"
+        cells += "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in t.rows)
+        sections.append(f"<h2>{esc(t.title)}</h2><p>{esc(t.note)}</p><table>{cells}</table>")
     flips_html = ""
     for e in entries:
         flips = _flips(e)
@@ -288,10 +295,12 @@ def _html(entries: list[Entry], rows: list[dict[str, str]]) -> str:
     )
 
 
-def _markdown(entries: list[Entry], rows: list[dict[str, str]]) -> str:
+def _markdown(entries: list[Entry], rows: list[dict[str, str]], tables: list[Table]) -> str:
     head = list(rows[0])
     lines = [f"# {REPORT_TITLE}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
+    for t in tables:
+        lines += ["", *t.markdown()]
     for e in entries:
         flips = _flips(e)
         if flips:

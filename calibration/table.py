@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ class CalibrationTable:
     input: dict[str, Any]  # {"size": [H, W], "raw_pixels": bool}
     calibration: dict[str, Any] = field(default_factory=dict)  # manifest digest, source, used, seed, skipped
     version: int = TABLE_VERSION
+
+    def keep_float(self, names: list[str]) -> CalibrationTable:
+        """This table with the layers ``names`` kept in float as well (their ranges dropped)."""
+        layers = {name: sites for name, sites in self.layers.items() if name not in names}
+        excluded = [*self.excluded, *(name for name in names if name not in self.excluded)]
+        return replace(self, layers=layers, excluded=excluded, calibration=dict(self.calibration))
+
+    def only(self, names: list[str]) -> CalibrationTable:
+        """This table quantizing only the layers ``names`` (for measuring what each costs alone)."""
+        return self.keep_float([name for name in self.layers if name not in names])
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(Path(path), asdict(self))

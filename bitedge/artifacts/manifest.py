@@ -85,6 +85,7 @@ class CalibrationRecord:
     requested: int | None = None
     used: int | None = None
     skipped: int = 0
+    fallback: dict[str, Any] | None = None  # --fallback auto: budgets, float layers, each step's scores
 
 
 @dataclass

@@ -94,8 +94,8 @@ def run_convert(args: argparse.Namespace) -> int:
         args.model, args.out, targets=args.target, precisions=args.precision, eval_images=args.eval_images,
         calibration_table=args.calibration_table, quantizer=args.quantizer, image_size=args.image_size,
         batch=args.batch, raw_pixel_input=args.raw_pixel_input, overwrite=args.overwrite, threads=args.threads,
-        seed=args.seed, target_options=_target_options(args), report=not args.bench, log=_log,
-        **_calibration_kwargs(args),
+        seed=args.seed, target_options=_target_options(args), fallback=args.fallback, report=not args.bench,
+        log=_log, **_calibration_kwargs(args), **_budget_kwargs(args),
     )  # fmt: skip
     for result in results:
         print("\n".join(result.report.summary_lines()))
@@ -120,6 +120,20 @@ def run_convert(args: argparse.Namespace) -> int:
     if root is not None:
         print(f"report: {root / 'report.html'}")
     return 0 if results.passed else 1
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    from bitedge.api import sensitivity
+    from bitedge.pipeline.sensitivity import markdown
+
+    result = sensitivity(
+        args.model, args.out, eval_images=args.eval_images, targets=args.target, ranking_images=args.ranking_images,
+        calibration_table=args.calibration_table, image_size=args.image_size, raw_pixel_input=args.raw_pixel_input,
+        seed=args.seed, overwrite=args.overwrite, log=_log, **_calibration_kwargs(args),
+    )  # fmt: skip
+    print("\n".join(markdown(result.to_dict(), limit=10)))
+    print(f"results: {args.out}/sensitivity.json, sensitivity.md, sensitivity.png")
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -191,7 +205,13 @@ def run_build_engine(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from bitedge.api import verify
 
-    return _print_verdict(verify(args.artifact, args.eval_images, threads=args.threads, log=_log))
+    return _print_verdict(
+        verify(args.artifact, args.eval_images, threads=args.threads, log=_log, **_budget_kwargs(args))
+    )
+
+
+def _budget_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in ("min_top1_agreement", "min_cosine", "max_accuracy_drop")}
 
 
 def _print_verdict(result: Any) -> int:

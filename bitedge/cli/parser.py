@@ -24,6 +24,7 @@ from bitedge.cli.commands import (
     run_inspect,
     run_predict,
     run_report,
+    run_sensitivity,
     run_verify,
 )
 from bitedge.converters import converter_classes, target_names
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--threads", type=_threads, help="runtime threads for verification")
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
     _calibration_arguments(convert, with_table=True)
+    convert.add_argument(
+        "--fallback", choices=("none", "auto"), default="none",
+        help="int8: when the simulated int8 model misses the budget, keep the fewest, most harmful layers in "
+        "float until it meets it with a margin, in every target (default: none, the artifact fails)",
+    )  # fmt: skip
+    _budget_arguments(convert)
     _target_arguments(convert)
     convert.set_defaults(handler=run_convert)
 
@@ -110,6 +117,36 @@ def build_parser() -> argparse.ArgumentParser:
     _deploy_graph_arguments(calibrate, replaces="TABLE.json")
     _calibration_arguments(calibrate, with_table=False)
     calibrate.set_defaults(handler=run_calibrate)
+
+    sensitivity = commands.add_parser(
+        "sensitivity",
+        parents=[common],
+        help="rank layers by what int8 costs when only that layer is quantized",
+        description="Calibrate (or reuse a table), then score every quantizable layer quantized alone in the "
+        "simulated int8 model against the float model on the evaluation images: top-1 agreement, cosine, SNR, "
+        "per int8 placement of the targets. Writes sensitivity.json, .md and .png into --out; bitedge report "
+        "shows the ranking when it is in the report's directory.",
+    )
+    sensitivity.add_argument("model", metavar="MODEL", nargs="?", default="bitedge/demo", help="model (default: demo)")
+    sensitivity.add_argument(
+        "--eval", type=Path, metavar="IMAGES", dest="eval_images",
+        help="images to score on (required, except for the demo model)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--out", type=Path, default=Path("bitedge-sensitivity"), metavar="DIR",
+        help="where to write (default: ./bitedge-sensitivity)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--target", nargs="+", metavar="TARGET",
+        help="score in these targets' int8 placements (default: every target's)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--ranking-images", type=_bounded_int(*BOUNDS["ranking_images"]), metavar="N",
+        help="score on the N images int8 gets most wrong (default: all, up to 1000 spread over the set)",
+    )  # fmt: skip
+    _deploy_graph_arguments(sensitivity, replaces="the sensitivity files in DIR")
+    _calibration_arguments(sensitivity, with_table=True, quantizer=False)
+    sensitivity.set_defaults(handler=run_sensitivity)
 
     bench = commands.add_parser(
         "bench",
@@ -177,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
     verify.add_argument("--threads", type=_threads, help="runtime threads")
+    _budget_arguments(verify)
     verify.set_defaults(handler=run_verify)
     return parser
 
@@ -219,7 +257,7 @@ def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -
     parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} if it exists")
 
 
-def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool) -> None:
+def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool, quantizer: bool = True) -> None:
     group = parser.add_argument_group("int8 calibration")
     group.add_argument(
         "--calibration", type=Path, metavar="SOURCE",
@@ -240,12 +278,20 @@ def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool)
     group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
     group.add_argument("--exclude", nargs="+", metavar="LAYER", help="keep layers in float: stem, head, …")
     group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
-    if with_table:
+    if with_table and quantizer:
         group.add_argument(
             "--quantizer", choices=sorted({q for c in converter_classes() for q in c.quantizers}),
             help="int8 quantizer: bitedge's table (every target) or a target's own (default: each target's own "
             "default: " + ", ".join(f"{c.name} {c.quantizers[0]}" for c in converter_classes()) + ")",
         )  # fmt: skip
+
+
+def _budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """Limits over the precision's default parity budget (artifact vs float), recorded in the manifest."""
+    group = parser.add_argument_group("parity budget (default: the precision's, see docs/design.md)")
+    group.add_argument("--min-top1-agreement", type=float, metavar="FRACTION", help="e.g. 0.995 for 99.5 %%")
+    group.add_argument("--min-cosine", type=float, metavar="COSINE", help="mean per-image cosine, e.g. 0.999")
+    group.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="percentage points, e.g. 0.5")
 
 
 def _integrity_arguments(parser: argparse.ArgumentParser) -> None:

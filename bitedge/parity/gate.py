@@ -10,7 +10,7 @@ simulated (conversion fidelity, gated) and simulated vs float (quantization erro
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +146,7 @@ def record(directory: Path, manifest: Manifest, report: ParityReport, images: Im
             c.name: {"passed": c.passed, "gated": c.gated, "failures": c.failures, "top1": c.metrics.top1_agreement}
             for c in report.comparisons
         },
+        "budget": asdict(report.comparisons[0].budget),  # what the verdict was held to: verify reuses it
         "top1_agreement": first.top1_agreement,
         "top5_agreement": first.top5_agreement,
         "max_abs_diff": first.max_abs_diff,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from bitedge.errors import BadInputError
 from bitedge.precisions import Precision
 
 # What the gate runs: an artifact in its runtime (or a torch model), pixels (N, 3, H, W) -> logits (N, K).
@@ -41,6 +42,31 @@ BUDGETS: dict[Precision, Budget] = {
     Precision.W8: Budget(min_top1_agreement=0.99, max_accuracy_drop=1.0),
 }
 INT8_VS_SIMULATED = Budget(min_top1_agreement=0.995, min_cosine=0.999)
+
+
+@dataclass(frozen=True)
+class BudgetOverride:
+    """Limits a user sets (``--min-top1-agreement``, ``--min-cosine``, ``--max-accuracy-drop``) over a
+    precision's default budget; ``None`` keeps the default. Checked when made."""
+
+    min_top1_agreement: float | None = None  # a fraction, 0..1
+    min_cosine: float | None = None  # -1..1
+    max_accuracy_drop: float | None = None  # percentage points, 0..100
+
+    def __post_init__(self) -> None:
+        bounds = {"min_top1_agreement": (0.0, 1.0, "a fraction: 0.995 is 99.5 %"),
+                  "min_cosine": (-1.0, 1.0, "a cosine similarity"),
+                  "max_accuracy_drop": (0.0, 100.0, "percentage points")}  # fmt: skip
+        for name, (low, high, what) in bounds.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                flag = "--" + name.replace("_", "-")
+                raise BadInputError(f"{flag} {value}: expected {low:g}..{high:g} ({what})")
+
+    def apply(self, budget: Budget) -> Budget:
+        """``budget`` with the limits this override sets."""
+        given = {k: v for k, v in asdict(self).items() if v is not None}
+        return replace(budget, **given)
 
 
 @dataclass(frozen=True)

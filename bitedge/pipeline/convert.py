@@ -37,8 +37,17 @@ from bitedge.model.image_processor import resolve_processor
 from bitedge.model.loading import load_model
 from bitedge.parity.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
 from bitedge.parity.images import scan_images
-from bitedge.pipeline.int8 import TABLE_FILE, calibration_batches, calibration_record, calibration_table, open_source
-from bitedge.pipeline.options import ConvertRequest
+from bitedge.parity.metrics import Budget
+from bitedge.pipeline.int8 import (
+    TABLE_FILE,
+    calibration_batches,
+    calibration_record,
+    calibration_table,
+    fallback,
+    open_source,
+    search_set,
+)  # fmt: skip
+from bitedge.pipeline.options import ConvertRequest, Fallback
 from bitedge.pipeline.plan import Job
 from bitedge.pipeline.provenance import build_manifest, file_metadata
 from bitedge.pipeline.result import Result
@@ -125,12 +134,23 @@ class _Conversion:
             self.model, self.deploy, self.processor, calibration, raw_pixels=raw, source=self.calibration_source,
             log=self.log,
         )  # fmt: skip
+        if self.request.fallback is Fallback.AUTO:
+            self.table = self._fallback(self.table)
         processor = self.processor
         self.spec = replace(
             self.spec,
             calibration=lambda: calibration_batches(processor, calibration, raw_pixels=raw),
             quantizer=self.request.quantizer,
         )
+
+    def _fallback(self, table: CalibrationTable) -> CalibrationTable:
+        """``--fallback auto``: float layers until every int8 job's simulated model meets its budget."""
+        int8 = [job for job in self.jobs if job.precision == Precision.INT8]
+        checks = list(dict.fromkeys((get_converter(job.target).placement, self.budget(job)) for job in int8))
+        self.log(f"searching for the fewest float layers that meet the int8 budget{_memory()}")
+        raw = self.request.raw_pixel_input
+        search = search_set(self.deploy, self.images, self.processor, raw_pixels=raw)
+        return fallback(self.deploy, table, checks, search, log=self.log).table
 
     def build(self, job: Job) -> Result:
         """Export one artifact, gate it in its runtime, publish it (beside a passing one if it failed)."""
@@ -179,12 +199,16 @@ class _Conversion:
         self.log(f"verifying {job.target} {job.precision} in its runtime on {len(self.images.files)} images{_memory()}")
         report = run_parity(
             self.reference, converter.load_runner(tmp, manifest, threads=self.request.threads), self.images,
-            self.processor, manifest, budget=converter.budget(job.precision), simulated=simulated,
+            self.processor, manifest, budget=self.budget(job), simulated=simulated,
             extra_runners=converter.informational_runners(tmp, manifest), notes=converted.notes,
         )  # fmt: skip
         record(tmp, manifest, report, self.images)
         staged.passed = report.passed
         return Result(job.directory, manifest, report)
+
+    def budget(self, job: Job) -> Budget:
+        """The job's parity budget: its precision's default on its target, with the limits the user set."""
+        return self.request.budget.apply(get_converter(job.target).budget(job.precision))
 
     def _job_spec(self, job: Job) -> ExportSpec:
         spec = replace(self.spec, options=self.request.options_for(job.target))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields, replace
 
 import numpy as np
 from torch import nn
 
 from bitedge.artifacts.manifest import CalibrationRecord
 from bitedge.calibration.calibrate import collect_ranges, make_table
+from bitedge.calibration.fallback import FallbackResult, search_float_layers
+from bitedge.calibration.placement import Placement
 from bitedge.calibration.recipe import select_layers
+from bitedge.calibration.sensitivity import RANKING_IMAGES, SearchSet
 from bitedge.calibration.sources import CalibrationData, open_calibration
 from bitedge.calibration.table import CalibrationTable
 from bitedge.errors import BadInputError
+from bitedge.limits import MAX_SEARCH_IMAGES
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
+from bitedge.parity.images import Batches, ImageSet
+from bitedge.parity.metrics import Budget
 from bitedge.pipeline.options import CalibrationOptions
 
 TABLE_FILE = "calibration.json"
@@ -90,3 +96,41 @@ def calibration_record(table: CalibrationTable, *, quantizer: str | None, placem
     info = {k: v for k, v in table.calibration.items() if k in {f.name for f in fields(CalibrationRecord)} - own}
     return CalibrationRecord(method=table.method, table=TABLE_FILE, quantizer=quantizer, placement=placement,
                              excluded=list(table.excluded), **info)  # fmt: skip
+
+
+def search_set(deploy: nn.Module, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool) -> SearchSet:
+    """Up to ``MAX_SEARCH_IMAGES`` evaluation images, evenly spread over the sorted list, decoded once, with the
+    float deploy graph's logits: what a layer search scores simulated models on."""
+    step = -(-len(images.files) // MAX_SEARCH_IMAGES)
+    labels = images.labels[::step] if images.labels is not None else None
+    chosen = replace(images, files=images.files[::step], labels=labels)
+    pixels: list[np.ndarray] = []
+    found: list[np.ndarray] = []
+    for normalized, raw, batch_labels in Batches(chosen, processor, batch_size=32, raw_pixels=raw_pixels):
+        pixels.append(raw if raw is not None else normalized)
+        if batch_labels is not None:
+            found.append(batch_labels)
+    if not pixels:
+        raise BadInputError(f"{images.root}: none of the evaluation images could be read")
+    return SearchSet.of(deploy, np.concatenate(pixels), np.concatenate(found) if found else None)
+
+
+def fallback(
+    deploy: nn.Module,
+    table: CalibrationTable,
+    checks: Sequence[tuple[Placement, Budget]],
+    search: SearchSet,
+    *,
+    log: Callable[[str], None] = lambda _: None,
+) -> FallbackResult:
+    """``--fallback auto``: the fewest most harmful layers kept float until every check's budget holds."""
+    from tqdm import tqdm
+
+    def progress(layers: list[str]) -> Iterator[str]:
+        yield from tqdm(layers, desc="layer search", unit="layer", leave=False)
+
+    result = search_float_layers(deploy, table, checks, search, ranking_images=RANKING_IMAGES, progress=progress,
+                                 log=log)  # fmt: skip
+    kept = result.float_layers
+    log(f"float layers: {', '.join(kept)}" if kept else "no layer needs to stay float")
+    return result

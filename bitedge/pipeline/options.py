@@ -5,12 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from bitedge.calibration import DEFAULT_METHOD
 from bitedge.converters import get_converter
 from bitedge.converters.base import TargetOptions
+from bitedge.errors import BadInputError
+from bitedge.parity.metrics import BudgetOverride
 from bitedge.precisions import Precision
+
+
+class Fallback(StrEnum):
+    """What int8 does when the simulated model misses its budget: nothing (the artifact fails), or keep the
+    fewest, most sensitive layers in float until it meets the budget (``calibration/fallback.py``)."""
+
+    NONE = "none"
+    AUTO = "auto"
+
+
+def parse_fallback(text: str) -> Fallback:
+    try:
+        return Fallback(text.lower())
+    except ValueError:
+        choices = ", ".join(f.value for f in Fallback)
+        raise BadInputError(f"unknown --fallback {text!r}; choose from {choices}") from None
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,8 @@ class ConvertRequest:
     threads: int | None = None  # runtime threads during verification
     seed: int = 0  # weight seed, for presets
     target_options: Mapping[str, TargetOptions] = field(default_factory=dict)  # per target name
+    budget: BudgetOverride = field(default_factory=BudgetOverride)  # limits over each precision's default budget
+    fallback: Fallback = Fallback.NONE  # int8: keep the most sensitive layers float until the budget holds
 
     def options_for(self, target: str) -> TargetOptions:
         """The target's own options: as given, or its defaults."""

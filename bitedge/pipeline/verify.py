@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bitedge.artifacts.integrity import changed_files
 from bitedge.artifacts.manifest import Manifest
+from bitedge.artifacts.records import parse_record
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
@@ -22,6 +23,7 @@ from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.loading import load_model
 from bitedge.parity.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
+from bitedge.parity.metrics import Budget, BudgetOverride
 from bitedge.pipeline.convert import release_weights
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision
@@ -32,9 +34,13 @@ def verify(
     *,
     eval_images: Path | None = None,
     threads: int | None = None,
+    budget: BudgetOverride | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Result:
-    """Re-run the parity gate on an existing artifact; updates its reports and status."""
+    """Re-run the parity gate on an existing artifact; updates its reports and status.
+
+    The budget is the one the artifact was last verified with (recorded in its manifest), or its precision's
+    default for an artifact that records none; ``budget`` overrides single limits of it."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
     changed = changed_files(directory, manifest)
@@ -54,9 +60,10 @@ def verify(
     log(f"verifying {directory} on {len(images.files)} images")
     reference = reference_outputs(model, images, processor)
     release_weights(model)
+    default = _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
     report = run_parity(
         reference, converter.load_runner(directory, manifest, threads=threads), images, processor, manifest,
-        budget=converter.budget(Precision(manifest.precision)), simulated=simulated,
+        budget=(budget or BudgetOverride()).apply(default), simulated=simulated,
         extra_runners=converter.informational_runners(directory, manifest),
     )  # fmt: skip
     if changed:  # whatever the numbers say now, this is no longer the artifact that was converted and verified
@@ -71,6 +78,11 @@ def verify(
                    "the verdict above was not recorded in the artifact")  # fmt: skip
         return Result(directory, manifest, report, (warning,))
     return Result(directory, manifest, report)
+
+
+def _recorded_budget(directory: Path, manifest: Manifest, default: Budget) -> Budget:
+    recorded = manifest.parity.get("budget")
+    return default if recorded is None else parse_record(Budget, recorded, f"{directory}/bitedge.json: parity.budget")
 
 
 def _simulated(

@@ -93,6 +93,15 @@ def test_repeated_precisions_are_merged(
         (["--batch", "100000"], "must fit in memory"),
         (["--threads", "0"], "positive integer"),
         (["--calibration-size", "0"], "positive integer"),
+        (["--precision", "fp32", "--fallback", "auto"], "no int8 artifact is planned: add --precision int8"),
+        (["--fallback", "sometimes"], "invalid choice: 'sometimes' (choose from 'none', 'auto')"),
+        (
+            ["--target", "openvino", "--precision", "int8", "--quantizer", "nncf", "--fallback", "auto"],
+            "pass --quantizer bitedge",
+        ),
+        (["--min-cosine", "1.5"], "--min-cosine 1.5: expected -1..1"),
+        (["--max-accuracy-drop", "-0.5"], "--max-accuracy-drop -0.5: expected 0..100"),
+        (["--min-top1-agreement", "99.5"], "--min-top1-agreement 99.5: expected 0..1 (a fraction"),
     ],
 )
 def test_conflicting_or_out_of_bounds_flags_fail_before_any_work(
@@ -108,6 +117,15 @@ def test_conflicting_or_out_of_bounds_flags_fail_before_any_work(
     assert code == 2 and message in err, err
     assert time.monotonic() - start < 10 and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_unknown_layer_in_exclude_is_refused_with_examples(
+    convert_args: list[str], eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    flags = ["--precision", "int8", "--calibration", str(eval_dir), "--exclude", "stages.9", "--out", str(out)]
+    code, _, err = run(capsys, *convert_args, *flags)
+    assert code == 2 and "--exclude stages.9 matches no layer; e.g. stem, head" in err and not out.exists()
 
 
 def test_absurd_preprocessing_size_is_refused_with_the_reason(

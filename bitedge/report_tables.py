@@ -1,0 +1,83 @@
+"""The report's int8 tables: the layers ``--fallback auto`` kept in float (and what each bought), and a layer
+sensitivity ranking (``bitedge sensitivity --out`` into the report's directory), read back from the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bitedge.artifacts.manifest import Manifest
+from bitedge.errors import BadInputError
+from bitedge.fileio import read_json_file
+
+SENSITIVITY_FILE = "sensitivity.json"
+SHOWN_LAYERS = 15  # of the sensitivity ranking
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    note: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+    def markdown(self) -> list[str]:
+        lines = [f"## {self.title}", "", self.note, "", "| " + " | ".join(self.header) + " |",
+                 "|" + "---|" * len(self.header)]  # fmt: skip
+        return lines + ["| " + " | ".join(row) + " |" for row in self.rows]
+
+
+def int8_tables(root: Path, manifests: list[Manifest]) -> list[Table]:
+    """The fallback searches recorded in ``manifests`` (one table per distinct search) and the ranking in
+    ``root/sensitivity.json`` when there is one."""
+    tables: list[Table] = []
+    seen: list[dict[str, Any]] = []
+    for manifest in manifests:
+        record = manifest.calibration.fallback if manifest.calibration else None
+        if record is None or record in seen:
+            continue
+        seen.append(record)
+        users = [f"{m.target} {m.precision}" for m in manifests if m.calibration and m.calibration.fallback == record]
+        tables.append(_fallback_table(record, users))
+    if (root / SENSITIVITY_FILE).is_file():
+        tables.append(_sensitivity_table(root / SENSITIVITY_FILE))
+    return tables
+
+
+def _fallback_table(record: dict[str, Any], users: list[str]) -> Table:
+    try:
+        rows: list[tuple[str, ...]] = []
+        previous = None
+        for step in record["steps"]:
+            bought = "-" if previous is None else f"{step['cosine'] - previous['cosine']:+.6f}"
+            drop = "-" if step["accuracy_drop"] is None else f"{step['accuracy_drop']:.2f}"
+            rows.append((step["layer"] or "(all int8)", f"{step['top1_agreement']:.2%}", f"{step['cosine']:.6f}",
+                         bought, drop, "yes" if step["meets"] else "no"))  # fmt: skip
+            previous = step
+        note = (f"--fallback auto, for {', '.join(users)}: layers moved to float in order of harm until the "
+                f"simulated model met the budget with a {record['margin']:.0%} margin on {record['images']} "
+                f"images; {len(record['float_layers'])} layers stay float.")  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{', '.join(users)}: the manifest's calibration.fallback is malformed ({exc}); "
+                            "convert again") from None  # fmt: skip
+    header = ("moved to float", "top-1 agreement", "cosine", "cosine bought", "accuracy drop", "meets budget")
+    return Table("INT8 layers kept in float", note, header, rows)
+
+
+def _sensitivity_table(path: Path) -> Table:
+    data = read_json_file(path, "sensitivity results")
+    try:
+        if not isinstance(data, dict) or data.get("kind") != "bitedge sensitivity":
+            raise ValueError("not written by bitedge sensitivity")
+        rows = [(str(i), str(r["layer"]), f"{r['top1_agreement']:.2%}", f"{r['cosine']:.6f}", f"{r['snr_db']:.1f}")
+                for i, r in enumerate(data["ranking"][:SHOWN_LAYERS], 1)]  # fmt: skip
+        note = (f"Each layer quantized alone, against float on {data['images']} images "
+                f"({', '.join(data['placements'])}; worst shown); the {len(rows)} most harmful of "
+                f"{len(data['ranking'])}.")  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{path}: not bitedge sensitivity results ({exc}); remove it or run bitedge "
+                            "sensitivity again") from None  # fmt: skip
+    return Table("Layer sensitivity", note, ("rank", "layer", "top-1 agreement", "cosine", "SNR dB"), rows)
