@@ -16,6 +16,7 @@ MAX_BATCH = 1024  # a fixed batch dimension; past it one call's activations no l
 MAX_THREADS = 1024
 MAX_CALIBRATION_SIZE = 1_000_000  # a seeded sample; thousands already saturate every range method
 MAX_SEARCH_IMAGES = 1000  # int8 layer searches decode and score at most this many evaluation images
+MAX_SEARCH_BYTES = 512 * 2**20  # and hold at most this much of their pixels (890 images at 224 px, 194 at 480)
 
 
 def check_image_size(size: tuple[int, int], what: str) -> None:

@@ -14,6 +14,7 @@ Like NNCF's accuracy control, ranking can run on the samples the fully quantized
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -109,10 +110,69 @@ def rank_layers(
     *,
     progress: Progress = lambda layers: layers,
 ) -> list[LayerSensitivity]:
-    """Every layer ``table`` quantizes, quantized alone, scored on ``search``: most harmful first."""
+    """Every layer ``table`` quantizes, quantized alone, scored on ``search``: most harmful first.
+
+    With only one layer quantized, everything before its residual unit computes exactly what the float graph
+    does, so each layer's pass starts from the float activations entering its unit (``_chain``), advanced
+    unit by unit as the layers are visited in graph order: half the work of full passes, the same numbers."""
+    chain = _chain(deploy)
+    if chain is None or not np.array_equal(
+        _run(chain, 0, search.pixels[:2]).numpy(), logits_of(deploy, search.pixels[:2])
+    ):
+        chain = None  # not the chain of units this knows: full passes
+    layers = list(table.layers)
+    if chain is not None:  # in graph order, so the float activations only ever move forward
+        layers.sort(key=lambda name: _link_of(chain, name))  # type: ignore[arg-type]
     ranked = []
-    for layer in progress(list(table.layers)):
+    entering, x = 0, search.pixels  # the float activations entering link ``entering``
+    for layer in progress(layers):
         alone = table.only([layer])
-        metrics = {p.name: search.score(simulate(deploy, alone, p)) for p in placements}
+        metrics = {}
+        for placement in placements:
+            model = simulate(deploy, alone, placement)
+            links = _chain(model)
+            if chain is None or links is None:
+                metrics[placement.name] = search.score(model)
+                continue
+            start = _link_of(chain, layer)
+            while entering < start:
+                x, entering = _batched(chain[entering][1], x), entering + 1
+            logits = _batched(functools.partial(_run, links, start), x).numpy()
+            metrics[placement.name] = compare(search.reference, logits, search.labels)
         ranked.append(LayerSensitivity(layer, metrics))
     return sorted(ranked, key=lambda s: (s.snr_db, s.top1_agreement))
+
+
+Link = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _chain(model: nn.Module) -> list[Link] | None:
+    """A deploy (or simulated) graph as the chain it computes: input shift, stem, every residual unit, then
+    norm, pooling and head, each named by its module prefix; None for a graph of another shape."""
+    try:
+        bit = model.bit
+        units = [(f"bit.encoder.stages.{i}.layers.{j}", unit) for i, stage in enumerate(bit.encoder.stages)
+                 for j, unit in enumerate(stage.layers)]  # fmt: skip
+        links: list[Link] = [("input_shift", model.input_shift)] if model.input_shift is not None else []
+        links += [("bit.embedder", bit.embedder), *units]
+        links.append(("", lambda x: model.classifier(bit.pooler(bit.norm(x)))))  # the rest: norm, pool, head
+    except AttributeError:
+        return None
+    return links
+
+
+def _link_of(chain: list[Link], layer: str) -> int:
+    """The index of the link ``layer`` belongs to (the last, the head's, when no prefix names it)."""
+    return next((i for i, (name, _) in enumerate(chain[:-1]) if layer.startswith(name + ".")), len(chain) - 1)
+
+
+def _run(chain: list[Link], start: int, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        for _, link in chain[start:]:
+            x = link(x)
+    return x
+
+
+def _batched(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 32) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([call(x[i : i + size]) for i in range(0, len(x), size)])

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sensitivity.add_argument(
         "--ranking-images", type=_bounded_int(*BOUNDS["ranking_images"]), metavar="N",
-        help="score on the N images int8 gets most wrong (default: all, up to 1000 spread over the set)",
+        help="score on the N images int8 gets most wrong (default: all; at most 1000, spread over the set)",
     )  # fmt: skip
     _deploy_graph_arguments(sensitivity, replaces="the sensitivity files in DIR")
     _calibration_arguments(sensitivity, with_table=True, quantizer=False)

@@ -17,7 +17,7 @@ from bitedge.calibration.sensitivity import RANKING_IMAGES, SearchSet
 from bitedge.calibration.sources import CalibrationData, open_calibration
 from bitedge.calibration.table import CalibrationTable
 from bitedge.errors import BadInputError
-from bitedge.limits import MAX_SEARCH_IMAGES
+from bitedge.limits import MAX_SEARCH_BYTES, MAX_SEARCH_IMAGES
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.images import Batches, ImageSet
@@ -99,9 +99,12 @@ def calibration_record(table: CalibrationTable, *, quantizer: str | None, placem
 
 
 def search_set(deploy: nn.Module, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool) -> SearchSet:
-    """Up to ``MAX_SEARCH_IMAGES`` evaluation images, evenly spread over the sorted list, decoded once, with the
-    float deploy graph's logits: what a layer search scores simulated models on."""
-    step = -(-len(images.files) // MAX_SEARCH_IMAGES)
+    """Up to ``MAX_SEARCH_IMAGES`` evaluation images (fewer for large inputs: their pixels stay within
+    ``MAX_SEARCH_BYTES``), evenly spread over the sorted list, decoded once, with the float deploy graph's
+    logits: what a layer search scores simulated models on."""
+    height, width = processor.input_size
+    most = max(16, min(MAX_SEARCH_IMAGES, MAX_SEARCH_BYTES // (3 * height * width * 4)))
+    step = -(-len(images.files) // most)
     labels = images.labels[::step] if images.labels is not None else None
     chosen = replace(images, files=images.files[::step], labels=labels)
     pixels: list[np.ndarray] = []
@@ -124,13 +127,19 @@ def fallback(
     log: Callable[[str], None] = lambda _: None,
 ) -> FallbackResult:
     """``--fallback auto``: the fewest most harmful layers kept float until every check's budget holds."""
-    from tqdm import tqdm
-
-    def progress(layers: list[str]) -> Iterator[str]:
-        yield from tqdm(layers, desc="layer search", unit="layer", leave=False)
-
-    result = search_float_layers(deploy, table, checks, search, ranking_images=RANKING_IMAGES, progress=progress,
-                                 log=log)  # fmt: skip
+    result = search_float_layers(deploy, table, checks, search, ranking_images=RANKING_IMAGES,
+                                 progress=progress_bar("layer search"), log=log)  # fmt: skip
     kept = result.float_layers
     log(f"float layers: {', '.join(kept)}" if kept else "no layer needs to stay float")
     return result
+
+
+def progress_bar(desc: str) -> Callable[[list[str]], Iterator[str]]:
+    """A progress bar over a search's layers."""
+
+    def progress(layers: list[str]) -> Iterator[str]:
+        from tqdm import tqdm
+
+        yield from tqdm(layers, desc=desc, unit="layer", leave=False)
+
+    return progress

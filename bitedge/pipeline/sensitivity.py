@@ -8,7 +8,7 @@ score every quantizable layer quantized alone in each placement the chosen targe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,13 +83,11 @@ def placements_of(targets: tuple[str, ...]) -> list[Placement]:
 
 def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: None) -> Sensitivity:
     """Rank the layers of ``request.model`` by what quantizing each alone costs; nothing written."""
-    from tqdm import tqdm
-
     from bitedge.fold import fold
     from bitedge.model.image_processor import resolve_processor
     from bitedge.model.loading import load_model
     from bitedge.parity.images import scan_images
-    from bitedge.pipeline.int8 import calibration_table, search_set
+    from bitedge.pipeline.int8 import calibration_table, progress_bar, search_set
 
     placements = placements_of(request.targets)
     if not placements:
@@ -108,10 +106,7 @@ def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: N
         search = worst_samples(search, list(full.values()), request.ranking_images)
     log(f"scoring {len(table.layers)} layers, each quantized alone, in {', '.join(quantized)} on {len(search)} images")
 
-    def progress(layers: list[str]) -> Iterator[str]:
-        yield from tqdm(layers, desc="sensitivity", unit="layer", leave=False)
-
-    ranking = rank_layers(deploy, table, placements, search, progress=progress)
+    ranking = rank_layers(deploy, table, placements, search, progress=progress_bar("sensitivity"))
     return Sensitivity(request.model, list(quantized), len(search), quantized, ranking)
 
 

@@ -83,6 +83,20 @@ def test_ranking_puts_the_most_harmful_layer_first(demo: tuple) -> None:
     assert len(subset) == 10 and subset.labels is not None
 
 
+def test_ranking_from_cached_float_activations_equals_full_passes(demo: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bitedge.calibration import sensitivity
+
+    deploy, table, search = demo
+    assert sensitivity._chain(deploy) is not None  # the demo's deploy graph is a chain of units
+    subset = search.subset(np.arange(24))
+    cached = {s.layer: s.metrics for s in rank_layers(deploy, table, [X86_UINT8], subset)}
+    monkeypatch.setattr(sensitivity, "_chain", lambda model: None)
+    full = {s.layer: s.metrics for s in rank_layers(deploy, table, [X86_UINT8], subset)}
+    assert cached.keys() == full.keys()
+    for layer, metrics in cached.items():
+        assert metrics["x86-uint8"].snr_db == pytest.approx(full[layer]["x86-uint8"].snr_db, abs=1e-6), layer
+
+
 def test_fallback_keeps_the_fewest_layers_float_until_the_budget_holds(demo: tuple) -> None:
     deploy, table, search = demo
     plain = {p: search.score(simulate(deploy, table, p)) for p in (X86_UINT8, SYMMETRIC_INT8)}
