@@ -198,3 +198,8 @@ def test_a_table_that_does_not_fit_the_model_is_refused_by_name(
     code, _, err = run(capsys, *convert_args, *flags)
     assert code == 2 and message in err, err
     assert not out.exists()
+
+
+def test_verify_refuses_a_budget_outside_its_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "verify", str(tmp_path), "--min-top1-agreement", "1.5")
+    assert code == 2 and "--min-top1-agreement 1.5: expected 0..1" in err
