@@ -11,25 +11,24 @@ The demo's bundled images belong to the demo model only: any other model must na
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
-from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
-from bitedge.model.demo import DEMO_CALIBRATION, DEMO_MODEL, is_demo
+from bitedge.model.demo import DEMO_MODEL
 from bitedge.model.loading import check_source
 from bitedge.parity.metrics import BudgetOverride
 from bitedge.pipeline.checks import (
     calibration_given,
+    calibration_or_demo,
     check_fallback,
     check_table_destination,
     eval_images_for,
     with_calibration_defaults,
 )  # fmt: skip
-from bitedge.pipeline.options import CalibrationOptions, ConvertRequest, parse_fallback
+from bitedge.pipeline.options import ConvertRequest, parse_fallback
 from bitedge.pipeline.plan import Skipped, plan
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision, parse_precision
@@ -204,19 +203,10 @@ def calibrate(
 
     out = Path(out)
     check_table_destination(out, overwrite=overwrite)
-    options = (
-        calibration_given(
-            calibration, None, calibration_method, calibration_size, calibration_seed, exclude, strict_images
-        )
-        or CalibrationOptions()
+    given = calibration_given(
+        calibration, None, calibration_method, calibration_size, calibration_seed, exclude, strict_images
     )
-    if options.images is None:
-        if not is_demo(model):
-            raise BadInputError(
-                f"{model}: name the calibration images with --calibration IMAGES (calibration= in the library); "
-                "the bundled images belong to the demo model only"
-            )
-        options = replace(options, images=DEMO_CALIBRATION)
+    options = calibration_or_demo(model, given)
     loaded = load_model(model, seed=seed)
     processor = resolve_processor(loaded.image_processor, check_positive("image_size", image_size))
     deploy = fold(loaded, raw_pixel_input=raw_pixel_input, processor=processor)
@@ -257,23 +247,10 @@ def sensitivity(
     check_source(model)
     out = Path(out)
     check_destination(out, overwrite=overwrite)
-    options = (
-        calibration_given(
-            calibration,
-            calibration_table,
-            calibration_method,
-            calibration_size,
-            calibration_seed,
-            exclude,
-            strict_images,
-        )
-        or CalibrationOptions()
+    given = calibration_given(
+        calibration, calibration_table, calibration_method, calibration_size, calibration_seed, exclude, strict_images
     )
-    if options.images is None and options.table is None:
-        if not is_demo(model):
-            raise BadInputError(f"{model}: name the calibration images (--calibration) or table "
-                                "(--calibration-table); the bundled images belong to the demo model only")  # fmt: skip
-        options = replace(options, images=DEMO_CALIBRATION)
+    options = calibration_or_demo(model, given)
     names = [name for name in (targets or []) if name != "all"]
     request = SensitivityRequest(
         model=str(model), out=out, eval_images=eval_images_for(model, eval_images),

@@ -129,3 +129,17 @@ def with_calibration_defaults(request: ConvertRequest, *, int8: list[str]) -> Co
             "planned target calibrates with its own quantizer): drop one of them"
         )
     return replace(request, calibration=options)
+
+
+def calibration_or_demo(model: str | Path, given: CalibrationOptions | None) -> CalibrationOptions:
+    """The calibration options of a command that always calibrates (or reads a table): the demo model's own
+    images when none are named; any other model must name them."""
+    options = given or CalibrationOptions()
+    if options.images is not None or options.table is not None:
+        return options
+    if not is_demo(model):
+        raise BadInputError(
+            f"{model}: name the calibration images with --calibration IMAGES (calibration= in the library); "
+            "the bundled images belong to the demo model only"
+        )
+    return replace(options, images=DEMO_CALIBRATION)
