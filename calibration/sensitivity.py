@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ def rank_layers(
         chain = None  # not the chain of units this knows: full passes
     layers = list(table.layers)
     if chain is not None:  # in graph order, so the float activations only ever move forward
-        layers.sort(key=lambda name: _link_of(chain, name))  # type: ignore[arg-type]
+        layers.sort(key=lambda name: _link_of(chain, name))
     ranked = []
     entering, x = 0, search.pixels  # the float activations entering link ``entering``
     for layer in progress(layers):
@@ -146,11 +147,11 @@ def rank_layers(
 Link = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
-def _chain(model: nn.Module) -> list[Link] | None:
+def _chain(model: Any) -> list[Link] | None:
     """A deploy (or simulated) graph as the chain it computes: input shift, stem, every residual unit, then
     norm, pooling and head, each named by its module prefix; None for a graph of another shape."""
     try:
-        bit = model.bit
+        bit: Any = model.bit
         units = [(f"bit.encoder.stages.{i}.layers.{j}", unit) for i, stage in enumerate(bit.encoder.stages)
                  for j, unit in enumerate(stage.layers)]  # fmt: skip
         links: list[Link] = [("input_shift", model.input_shift)] if model.input_shift is not None else []
