@@ -1,0 +1,178 @@
+"""ExecuTorch target: ``model.pte`` for ExecuTorch's XNNPACK backend (Android, iOS, Linux), verified in the
+ExecuTorch runtime on this machine.
+
+The deploy graph is exported with ``torch.export`` at a fixed batch (1 unless ``--batch`` says otherwise: an
+app classifies one camera frame at a time), lowered with the XNNPACK partitioner and serialized. GroupNorm has
+no XNNPACK kernel: as ``aten.native_group_norm`` it runs in ExecuTorch's portable kernels and splits BiT-R50x1
+into 50 XNNPACK partitions (140.8 ms against eager's 103.1 ms here). By default (``--executorch-group-norm
+decomposed``) it is written as reshape, mean, rsqrt, mul and add, which XNNPACK runs: one partition, 115.3 ms
+(benchmarks/results/executorch.md). The parity report's notes say how many partitions the lowering made.
+Beside the program: ``labels.txt`` (one label per line, index order), ``preprocessing.json`` (resize, crop,
+mean and std the app must apply, unless ``--raw-pixel-input`` folded the normalization in) and ``USAGE.md``
+with a Kotlin snippet for Android.
+
+fp32 only for now: int8 from bitedge's calibration table is the next step of issue 20.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
+from bitedge.converters.base import (
+    ConvertedFiles,
+    Converter,
+    ExportSpec,
+    TargetOptions,
+    fixed_batch,
+    keep_weights,
+    option,
+)
+from bitedge.converters.registry import register
+from bitedge.errors import BadInputError, ExportError
+from bitedge.parity.metrics import Runner
+from bitedge.precisions import Precision
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE = "model.pte", "labels.txt", "preprocessing.json", "USAGE.md"
+# ExecuTorch imports torchao, which warns at import about its CUDA-only kernels ("Failed to load
+# _C_mxfp8...so"): nothing bitedge uses, and noise on every command that loads this target.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+GROUP_NORMS = ("decomposed", "native")  # the default first
+
+
+@dataclass(frozen=True)
+class ExecuTorchOptions(TargetOptions):
+    group_norm: str = field(
+        default=GROUP_NORMS[0],
+        metadata=option(
+            "GroupNorm as reshape/mean/rsqrt/mul/add, which XNNPACK runs (default: one partition for the whole "
+            "network), or the native op, which runs in the portable kernels between XNNPACK partitions",
+            choices=GROUP_NORMS,
+        ),
+    )
+
+
+@register
+class ExecuTorchConverter(Converter):
+    name = "executorch"
+    description = "model.pte for ExecuTorch's XNNPACK backend (Android, iOS), verified in ExecuTorch's runtime"
+    precisions = (Precision.FP32,)
+    extra = "executorch"
+    modules = ("executorch.exir", "executorch.runtime", "executorch.backends.xnnpack")
+    Options = ExecuTorchOptions
+
+    def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
+        batch = spec.batch or 1  # a program has static shapes: batch 1 unless asked
+        raw = spec.raw_pixel_input
+        tensor = InputRecord("pixel_values", [batch, 3, *spec.input_size], "float32", raw_pixels=raw,
+                             normalization="stem" if raw else "caller")  # fmt: skip
+        return tensor, OutputRecord("logits", [batch, num_labels])
+
+    def convert(
+        self,
+        deploy: nn.Module,
+        directory: Path,
+        *,
+        precision: Precision,
+        spec: ExportSpec,
+        release_weights: Callable[[], None] = keep_weights,
+    ) -> ConvertedFiles:
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        batch = spec.batch or 1
+        example = (torch.zeros(batch, 3, *spec.input_size),)
+        options = spec.options if isinstance(spec.options, ExecuTorchOptions) else ExecuTorchOptions()
+        model = decompose_group_norm(deploy) if options.group_norm == "decomposed" else deploy
+        try:
+            exported = torch.export.export(model.eval(), example)
+            program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+        except Exception as exc:  # export and lowering raise many types; the message names the op
+            raise ExportError(f"ExecuTorch could not lower the model ({type(exc).__name__}: {exc})") from None
+        release_weights()  # the program holds its own copy of the weights now
+        (directory / MODEL_FILE).write_bytes(program.buffer)
+        partitions, outside = _partitions(program)
+        (directory / LABELS_FILE).write_text("".join(f"{label}\n" for label in spec.labels), encoding="utf-8")
+        preprocessing = spec.processor.to_dict() if spec.processor is not None else {}
+        record = {"input": [batch, 3, *spec.input_size], "raw_pixel_input": spec.raw_pixel_input, **preprocessing}
+        (directory / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        from bitedge.converters._executorch_usage import usage_markdown
+
+        (directory / USAGE_FILE).write_text(usage_markdown(spec, precision), encoding="utf-8")
+        note = (f"lowered to {partitions} XNNPACK partitions; outside them (portable kernels): "
+                f"{', '.join(outside) or 'nothing'}")  # fmt: skip
+        return ConvertedFiles([MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE], notes=[note])
+
+    def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+        import torch
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
+
+        # ExecuTorch has one process-wide thread pool (one thread per core by default) that XNNPACK takes when a
+        # method loads: resized before loading it works (R50x1: 208.5 ms on 1 thread, 111.7 ms on 2); resized
+        # after, methods loaded earlier point at a destroyed pool (1.9x slower), so it is only resized when the
+        # count changes, and every bitedge command asks all its artifacts for the same count.
+        if threads and threads != _threadpool_get_thread_count():
+            _unsafe_reset_threadpool(threads)
+        try:
+            method = Runtime.get().load_program(str(directory / MODEL_FILE)).load_method("forward")
+        except Exception as exc:  # the runtime raises RuntimeError/ValueError for corrupt programs
+            raise BadInputError(f"{directory / MODEL_FILE}: ExecuTorch cannot load it ({exc})") from None
+        if method is None:
+            raise BadInputError(f"{directory / MODEL_FILE}: the program has no forward method")
+
+        def run(pixels: np.ndarray) -> np.ndarray:
+            out = method.execute([torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))])[0]
+            logits: np.ndarray = out.numpy().copy()
+            return logits
+
+        return fixed_batch(run, manifest.input.batch)
+
+    def bench_runner(
+        self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
+    ) -> tuple[Runner, dict[str, Any]]:
+        from importlib.metadata import version
+
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+        runner = self.load_runner(directory, manifest, threads=threads)
+        info = {"runtime": f"executorch {version('executorch')} (XNNPACK)", "threads": _threadpool_get_thread_count()}
+        return runner, info
+
+
+def _partitions(program: Any) -> tuple[int, list[str]]:
+    """How many XNNPACK delegate calls the program makes, and which operators run outside them."""
+    graph = program.exported_program().graph_module.graph
+    calls = [str(node.target) for node in graph.nodes if node.op == "call_function"]
+    delegates = sum("executorch_call_delegate" in call for call in calls)
+    outside = sorted({call.split(".")[1] if call.startswith("aten.") else call for call in calls
+                      if call.startswith("aten.")})  # fmt: skip
+    return delegates, outside
+
+
+def decompose_group_norm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (sharing its weights) whose GroupNorms compute with ops XNNPACK delegates."""
+    from torch import nn
+
+    from bitedge.calibration.simulate import copy_sharing_tensors
+    from bitedge.converters._executorch_group_norm import DecomposedGroupNorm
+
+    copy = copy_sharing_tensors(model)
+    for name, module in list(copy.named_modules()):
+        if isinstance(module, nn.GroupNorm):
+            parent_name, _, child = name.rpartition(".")
+            setattr(copy.get_submodule(parent_name) if parent_name else copy, child, DecomposedGroupNorm(module))
+    return copy
