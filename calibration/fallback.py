@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from bitedge.calibration.placement import Placement
@@ -110,20 +111,21 @@ def search_float_layers(
     """The table with the fewest most harmful layers in float for which every check passes (see above)."""
     placements = list(dict.fromkeys(p for p, _ in checks))
 
-    def score(candidate: CalibrationTable, layer: str | None) -> tuple[Step, dict[Placement, nn.Module]]:
-        models = {p: simulate(deploy, candidate, p) for p in placements}
+    def score(candidate: CalibrationTable, layer: str | None) -> tuple[Step, list[np.ndarray]]:
+        """The candidate's step, and its simulated models' logits (one per placement)."""
+        outputs = {p: search.outputs(simulate(deploy, candidate, p)) for p in placements}
         scores = []
         for placement, budget in checks:
-            metrics = search.score(models[placement])
+            metrics = search.compare(outputs[placement])
             scores.append((metrics, violations(metrics, with_margin(budget))))
-        return Step.of(layer, scores), models
+        return Step.of(layer, scores), list(outputs.values())
 
-    start, models = score(table, None)
+    start, outputs = score(table, None)
     steps = [start]
     log(_describe(start, "int8 everywhere"))
     if start.meets:
         return _result(table, steps, [], len(search), 0, checks)
-    ranking_set = worst_samples(search, list(models.values()), ranking_images)
+    ranking_set = worst_samples(search, outputs, ranking_images)
     # every placement ranks (a layer's worst counts): their orders differ (Spearman 0.68 between x86-uint8 and
     # symmetric-int8 on the demo; the stem is first in one and tenth in the other)
     log(f"ranking {len(table.layers)} layers on the {len(ranking_set)} worst of {len(search)} images")

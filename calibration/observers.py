@@ -49,21 +49,22 @@ class AbsRange:
         self.zeros += zeros
         if self.max == 0.0:
             return
-        self._cover(self.max)
-        assert self.counts is not None
+        histogram = self._cover(self.max)
         # Bin index = floor(|x| * BINS / top): one bincount, about twice as fast as torch.histc here.
         bins = values.abs().mul_(BINS / self.top).to(torch.int32).clamp_(max=BINS - 1)
         counts = torch.bincount(bins.view(-1), minlength=BINS).double()
         counts[0] -= zeros
-        self.counts += counts
+        self.counts = histogram + counts
 
-    def _cover(self, value: float) -> None:
-        """Grow the histogram until ``[0, top]`` holds ``value``: each doubling merges adjacent bins."""
+    def _cover(self, value: float) -> torch.Tensor:
+        """The histogram grown until ``[0, top]`` holds ``value`` (each doubling merges adjacent bins)."""
+        counts = self.counts if self.counts is not None else torch.zeros(BINS, dtype=torch.float64)
         if self.counts is None:
-            self.counts, self.top = torch.zeros(BINS, dtype=torch.float64), value
+            self.top = value
         while self.top < value:
-            merged = self.counts.view(-1, 2).sum(dim=1)
-            self.counts, self.top = torch.cat([merged, torch.zeros(BINS // 2, dtype=torch.float64)]), self.top * 2
+            merged = counts.view(-1, 2).sum(dim=1)
+            counts, self.top = torch.cat([merged, torch.zeros(BINS // 2, dtype=torch.float64)]), self.top * 2
+        return counts
 
     def amax(self, method: str) -> float:
         """The symmetric range ``[-amax, amax]`` that ``method`` chooses."""

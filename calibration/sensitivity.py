@@ -54,24 +54,31 @@ class SearchSet:
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def outputs(self, model: nn.Module) -> np.ndarray:
+        """``model``'s logits on these images."""
+        return logits_of(model, self.pixels)
+
+    def compare(self, logits: np.ndarray) -> Metrics:
+        """Logits on these images against the float ones (accuracy too, when labels are known)."""
+        return compare(self.reference, logits, self.labels)
+
     def score(self, model: nn.Module) -> Metrics:
-        """``model`` against the float logits (accuracy too, when labels are known)."""
-        return compare(self.reference, logits_of(model, self.pixels), self.labels)
+        return self.compare(self.outputs(model))
 
     def subset(self, index: np.ndarray) -> SearchSet:
         labels = self.labels[index] if self.labels is not None else None
         return SearchSet(self.pixels[torch.from_numpy(index)], self.reference[index], labels)
 
 
-def worst_samples(search: SearchSet, models: Sequence[nn.Module], count: int = RANKING_IMAGES) -> SearchSet:
-    """The ``count`` samples on which ``models`` (the fully quantized ones) are furthest from float: the
-    lowest cosine between logits, worst over the models."""
+def worst_samples(search: SearchSet, outputs: Sequence[np.ndarray], count: int = RANKING_IMAGES) -> SearchSet:
+    """The ``count`` samples on which ``outputs`` (the fully quantized models' logits on ``search``) are furthest
+    from float: the lowest cosine between logits, worst over the models."""
     if len(search) <= count:
         return search
     worst = np.ones(len(search))
     ref = search.reference.astype(np.float64)
-    for model in models:
-        out = logits_of(model, search.pixels).astype(np.float64)
+    for logits in outputs:
+        out = logits.astype(np.float64)
         norms = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-300)
         worst = np.minimum(worst, (ref * out).sum(axis=1) / norms)
     return search.subset(np.sort(np.argsort(worst, kind="stable")[:count]))
@@ -139,7 +146,7 @@ def rank_layers(
             while entering < start:
                 x, entering = _batched(chain[entering][1], x), entering + 1
             logits = _batched(functools.partial(_run, links, start), x).numpy()
-            metrics[placement.name] = compare(search.reference, logits, search.labels)
+            metrics[placement.name] = search.compare(logits)
         ranked.append(LayerSensitivity(layer, metrics))
     return sorted(ranked, key=lambda s: (s.snr_db, s.top1_agreement))
 

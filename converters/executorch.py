@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +74,7 @@ class ExecuTorchConverter(Converter):
     Options = ExecuTorchOptions
 
     def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
-        batch = spec.batch or 1  # a program has static shapes: batch 1 unless asked
-        raw = spec.raw_pixel_input
-        tensor = InputRecord("pixel_values", [batch, 3, *spec.input_size], "float32", raw_pixels=raw,
-                             normalization="stem" if raw else "caller")  # fmt: skip
-        return tensor, OutputRecord("logits", [batch, num_labels])
+        return super().io_records(replace(spec, batch=spec.batch or 1), num_labels)  # static shapes: batch 1
 
     def convert(
         self,

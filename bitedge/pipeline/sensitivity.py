@@ -100,10 +100,10 @@ def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: N
     table = calibration_table(model, deploy, processor, request.calibration, raw_pixels=raw, log=log)
     log(f"decoding up to {len(images.files)} evaluation images and running the float model on them")
     search = search_set(deploy, images, processor, raw_pixels=raw)
-    full = {p: simulate(deploy, table, p) for p in placements}
-    quantized = {p.name: search.score(model) for p, model in full.items()}
+    outputs = {p.name: search.outputs(simulate(deploy, table, p)) for p in placements}
+    quantized = {name: search.compare(logits) for name, logits in outputs.items()}
     if request.ranking_images is not None:
-        search = worst_samples(search, list(full.values()), request.ranking_images)
+        search = worst_samples(search, list(outputs.values()), request.ranking_images)
     log(f"scoring {len(table.layers)} layers, each quantized alone, in {', '.join(quantized)} on {len(search)} images")
 
     ranking = rank_layers(deploy, table, placements, search, progress=progress_bar("sensitivity"))

@@ -79,7 +79,7 @@ def test_ranking_puts_the_most_harmful_layer_first(demo: tuple) -> None:
     assert snrs == sorted(snrs)
     worst_alone = search.score(simulate(deploy, table.only([ranking[0].layer]), X86_UINT8))
     assert worst_alone.snr_db == pytest.approx(ranking[0].snr_db)
-    subset = worst_samples(search, [simulate(deploy, table, X86_UINT8)], count=10)
+    subset = worst_samples(search, [search.outputs(simulate(deploy, table, X86_UINT8))], count=10)
     assert len(subset) == 10 and subset.labels is not None
 
 
