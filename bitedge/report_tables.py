@@ -72,12 +72,17 @@ def _sensitivity_table(path: Path) -> Table:
     try:
         if not isinstance(data, dict) or data.get("kind") != "bitedge sensitivity":
             raise ValueError("not written by bitedge sensitivity")
-        rows = [(str(i), str(r["layer"]), f"{r['top1_agreement']:.2%}", f"{r['cosine']:.6f}", f"{r['snr_db']:.1f}")
-                for i, r in enumerate(data["ranking"][:SHOWN_LAYERS], 1)]  # fmt: skip
-        note = (f"Each layer quantized alone, against float on {data['images']} images "
-                f"({', '.join(data['placements'])}; worst shown); the {len(rows)} most harmful of "
-                f"{len(data['ranking'])}.")  # fmt: skip
+        return sensitivity_table(data, SHOWN_LAYERS)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"{path}: not bitedge sensitivity results ({exc}); remove it or run bitedge "
                             "sensitivity again") from None  # fmt: skip
+
+
+def sensitivity_table(data: dict[str, Any], limit: int) -> Table:
+    """The ``limit`` most harmful layers of a ``bitedge sensitivity`` ranking (its JSON)."""
+    rows = [(str(i), str(r["layer"]), f"{r['top1_agreement']:.2%}", f"{r['cosine']:.6f}", f"{r['snr_db']:.1f}")
+            for i, r in enumerate(data["ranking"][:limit], 1)]  # fmt: skip
+    note = (f"Each layer quantized alone, the rest float, against float on {data['images']} images "
+            f"({', '.join(data['placements'])}; worst shown); the {len(rows)} most harmful of "
+            f"{len(data['ranking'])}.")  # fmt: skip
     return Table("Layer sensitivity", note, ("rank", "layer", "top-1 agreement", "cosine", "SNR dB"), rows)

@@ -43,10 +43,13 @@ class SensitivityRequest:
 @dataclass(frozen=True)
 class Sensitivity:
     model: str
-    placements: list[str]
     images: int  # the samples each layer was scored on
-    quantized: dict[str, Metrics]  # every layer quantized, per placement
+    quantized: dict[str, Metrics]  # every layer quantized, per placement (by name)
     ranking: list[LayerSensitivity]  # most harmful first
+
+    @property
+    def placements(self) -> list[str]:
+        return list(self.quantized)
 
     def to_dict(self) -> dict[str, Any]:
         full = {name: {"top1_agreement": m.top1_agreement, "cosine": m.cosine_mean, "snr_db": m.snr_db}
@@ -107,7 +110,7 @@ def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: N
     log(f"scoring {len(table.layers)} layers, each quantized alone, in {', '.join(quantized)} on {len(search)} images")
 
     ranking = rank_layers(deploy, table, placements, search, progress=progress_bar("sensitivity"))
-    return Sensitivity(request.model, list(quantized), len(search), quantized, ranking)
+    return Sensitivity(request.model, len(search), quantized, ranking)
 
 
 def write(result: Sensitivity, out: Path) -> list[Path]:
@@ -125,19 +128,19 @@ def write(result: Sensitivity, out: Path) -> list[Path]:
 
 
 def markdown(data: dict[str, Any], limit: int | None = None) -> list[str]:
-    """The ranking as Markdown (from the JSON, so the report can render a stored one)."""
-    lines = [f"# Layer sensitivity: {data['model']}", "",
-             f"Each layer quantized alone, the rest float, against the float model on {data['images']} images "
-             f"(placements: {', '.join(data['placements'])}); worst placement shown; most harmful first.", "",
-             "All layers quantized: " + "; ".join(f"{name} top-1 {m['top1_agreement']:.2%}, cosine "
-                                                  f"{m['cosine']:.6f}, SNR {m['snr_db']:.1f} dB"
-                                                  for name, m in data["all_quantized"].items()), "",
-             "| rank | layer | top-1 agreement | cosine | SNR dB |", "|---|---|---|---|---|"]  # fmt: skip
-    rows = data["ranking"] if limit is None else data["ranking"][:limit]
-    for i, row in enumerate(rows, 1):
-        lines.append(f"| {i} | {row['layer']} | {row['top1_agreement']:.2%} | {row['cosine']:.6f} | "
-                     f"{row['snr_db']:.1f} |")  # fmt: skip
-    return lines
+    """The ranking as Markdown (from the JSON, as the report renders a stored one)."""
+    from bitedge.report_tables import sensitivity_table
+
+    quantized = "; ".join(f"{name} top-1 {m['top1_agreement']:.2%}, cosine {m['cosine']:.6f}, SNR {m['snr_db']:.1f} dB"
+                          for name, m in data["all_quantized"].items())  # fmt: skip
+    table = sensitivity_table(data, len(data["ranking"]) if limit is None else limit)
+    return [
+        f"# Layer sensitivity: {data['model']}",
+        "",
+        f"All layers quantized: {quantized}.",
+        "",
+        *table.markdown()[2:],
+    ]
 
 
 def _plot(result: Sensitivity, path: Path) -> None:
