@@ -12,6 +12,11 @@ Runtimes fuse different Q/DQ patterns into integer kernels (docs/int8.md):
   2 x 255 x 127 does; 2 x 255 x 63 does not. With 8-bit weights onnxruntime drifted from the simulated model
   on a random-weight BiT (cosine 0.980); 7 bits cost the demo 1.4 dB of SNR and no top-1 change
   (onnxruntime's ``reduce_range``, and NNCF for the first layer, do the same).
+- ``XNNPACK_INT8`` (ExecuTorch's XNNPACK backend): Q/DQ on every convolution's input and output, symmetric
+  int8, 8-bit weights per output channel. XNNPACK's int8 convolution reads and writes int8 (a convolution
+  whose output is not quantized is not delegated as int8) and derives an int32 bias itself. Its int8 fully
+  connected layer would round the logits to int8 too, so the target runs the classifier as a float GEMM on the
+  quantized input and int8-rounded weights: the simulated model's numbers, with logits in float.
 
 The simulated-quantized model follows the placement of the target it is compared with, so "artifact vs
 simulated" stays a check of conversion fidelity.
@@ -89,4 +94,5 @@ def _affine(low: float, high: float) -> QParams:
 
 
 SYMMETRIC_INT8 = Placement("symmetric-int8")
+XNNPACK_INT8 = Placement("xnnpack-int8", conv_outputs=IntType.INT8)
 X86_UINT8 = Placement("x86-uint8", IntType.UINT8, conv_outputs=IntType.UINT8, weight_bits=7)

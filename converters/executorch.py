@@ -11,7 +11,9 @@ Beside the program: ``labels.txt`` (one label per line, index order), ``preproce
 mean and std the app must apply, unless ``--raw-pixel-input`` folded the normalization in) and ``USAGE.md``
 with a Kotlin snippet for Android.
 
-fp32 only for now: int8 from bitedge's calibration table is the next step of issue 20.
+INT8 (``XNNPACK_INT8`` placement): bitedge's calibration table, imposed on PyTorch's PT2E flow so XNNPACK runs
+int8 convolutions with exactly the simulated model's scales (``_executorch_quantize.py``); GroupNorm, the
+residual adds and the logits stay float. Verified against the simulated model as well as the float one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
+from bitedge.calibration.placement import XNNPACK_INT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
@@ -41,7 +44,7 @@ from bitedge.parity.metrics import Runner
 from bitedge.precisions import Precision
 
 if TYPE_CHECKING:
-    from torch import nn
+    from torch import Tensor, nn
 
 MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE = "model.pte", "labels.txt", "preprocessing.json", "USAGE.md"
 # ExecuTorch imports torchao, which warns at import about its CUDA-only kernels ("Failed to load
@@ -68,10 +71,11 @@ class ExecuTorchOptions(TargetOptions):
 class ExecuTorchConverter(Converter):
     name = "executorch"
     description = "model.pte for ExecuTorch's XNNPACK backend (Android, iOS), verified in ExecuTorch's runtime"
-    precisions = (Precision.FP32,)
+    precisions = (Precision.FP32, Precision.INT8)
     extra = "executorch"
     modules = ("executorch.exir", "executorch.runtime", "executorch.backends.xnnpack")
     Options = ExecuTorchOptions
+    placement = XNNPACK_INT8
 
     def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
         return super().io_records(replace(spec, batch=spec.batch or 1), num_labels)  # static shapes: batch 1
@@ -86,18 +90,15 @@ class ExecuTorchConverter(Converter):
         release_weights: Callable[[], None] = keep_weights,
     ) -> ConvertedFiles:
         import torch
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
 
         batch = spec.batch or 1
         example = (torch.zeros(batch, 3, *spec.input_size),)
         options = spec.options if isinstance(spec.options, ExecuTorchOptions) else ExecuTorchOptions()
         model = decompose_group_norm(deploy) if options.group_norm == "decomposed" else deploy
-        try:
-            exported = torch.export.export(model.eval(), example)
-            program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-        except Exception as exc:  # export and lowering raise many types; the message names the op
-            raise ExportError(f"ExecuTorch could not lower the model ({type(exc).__name__}: {exc})") from None
+        int8 = precision == Precision.INT8
+        if int8 and spec.simulated is None:
+            raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
+        program = lower(model, example, spec.simulated if int8 else None)
         release_weights()  # the program holds its own copy of the weights now
         (directory / MODEL_FILE).write_bytes(program.buffer)
         partitions, outside = _partitions(program)
@@ -110,7 +111,8 @@ class ExecuTorchConverter(Converter):
         (directory / USAGE_FILE).write_text(usage_markdown(spec, precision), encoding="utf-8")
         note = (f"lowered to {partitions} XNNPACK partitions; outside them (portable kernels): "
                 f"{', '.join(outside) or 'nothing'}")  # fmt: skip
-        return ConvertedFiles([MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE], notes=[note])
+        files = [MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE]
+        return ConvertedFiles(files, notes=[note], quantizer="bitedge" if int8 else None, simulated_reference=int8)
 
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
         import torch
@@ -149,14 +151,36 @@ class ExecuTorchConverter(Converter):
         return runner, info
 
 
+def lower(model: nn.Module, example: tuple[Tensor, ...], simulated: nn.Module | None = None) -> Any:
+    """``model`` exported at ``example``'s shape and lowered to XNNPACK: an ExecuTorch program (``.buffer`` is
+    the .pte). With ``simulated``, int8 with that simulated-quantized model's Q/DQ."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    model = model.eval()
+    try:
+        if simulated is not None:
+            from bitedge.converters._executorch_quantize import quantized_graph
+
+            model = quantized_graph(model, simulated, example)
+        exported = torch.export.export(model, example)
+        return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+    except Exception as exc:  # export and lowering raise many types; the message names the op
+        raise ExportError(f"ExecuTorch could not lower the model ({type(exc).__name__}: {exc})") from None
+
+
 def _partitions(program: Any) -> tuple[int, list[str]]:
-    """How many XNNPACK delegate calls the program makes, and which operators run outside them."""
+    """How many XNNPACK delegate calls the program makes, and which operators run outside them (an int8
+    operator left there, e.g. ``quantized_decomposed.dequantize_per_channel``, would run in slow portable code)."""
+    import torch
+
     graph = program.exported_program().graph_module.graph
-    calls = [str(node.target) for node in graph.nodes if node.op == "call_function"]
-    delegates = sum("executorch_call_delegate" in call for call in calls)
-    outside = sorted({call.split(".")[1] if call.startswith("aten.") else call for call in calls
-                      if call.startswith("aten.")})  # fmt: skip
-    return delegates, outside
+    calls = [node.target for node in graph.nodes if node.op == "call_function"]
+    delegates = sum("executorch_call_delegate" in str(call) for call in calls)
+    operators = [str(call) for call in calls if isinstance(call, torch._ops.OpOverload)]  # e.g. aten.add.out
+    ops = {op.removeprefix("aten.").rsplit(".", 1)[0] for op in operators}
+    return delegates, sorted(ops)
 
 
 def decompose_group_norm(model: nn.Module) -> nn.Module:

@@ -51,7 +51,9 @@ def test_convert_with_no_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr()
     root = tmp_path / "bitedge-artifacts"
     expected = [f"{t}-{p}" for t in ("onnx", "openvino") for p in ("fp16", "fp32", "int8")]
-    expected = sorted(expected + [f"coreml-{p}" for p in ("fp16", "fp32", "int8", "w8")] + ["executorch-fp32"])
+    expected = sorted(
+        expected + [f"coreml-{p}" for p in ("fp16", "fp32", "int8", "w8")] + ["executorch-fp32", "executorch-int8"]
+    )
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == expected
     assert (root / "report.html").is_file() and (root / "report.md").is_file()
     manifest = json.loads((root / "onnx-fp32" / "bitedge.json").read_text())
