@@ -20,11 +20,13 @@ def usage_markdown(spec: ExportSpec, precision: Precision) -> str:
         pixel = "rgb[c].toFloat()  // 0..255: the normalization is folded into the model"
     else:
         pixel = "(rgb[c] / 255f - MEAN[c]) / STD[c]"
+    quantized = (" The int8 quantization is inside the program: the app passes float pixels and reads float "
+                 "logits, as with fp32.") if precision == Precision.INT8 else ""  # fmt: skip
     return f"""# Using this ExecuTorch program in an Android app
 
 `model.pte`: BiT classifier, {precision}, input `({batch}, 3, {height}, {width})` float32 CHW, output
 `({batch}, {len(spec.labels)})` logits; `labels.txt` lists the labels in output order. Built for ExecuTorch's
-XNNPACK backend; GroupNorm runs in the portable kernels, which the standard AAR includes.
+XNNPACK backend, which the standard AAR includes.{quantized}
 
 Add the runtime (`build.gradle.kts`): `implementation("org.pytorch:executorch-android:<version>")`, the
 version matching the `executorch` that wrote this program (see `bitedge.json` → `tool_versions`).

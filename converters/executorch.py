@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -159,15 +160,18 @@ def lower(model: nn.Module, example: tuple[Tensor, ...], simulated: nn.Module | 
     from executorch.exir import to_edge_transform_and_lower
 
     model = model.eval()
-    try:
-        if simulated is not None:
-            from bitedge.converters._executorch_quantize import quantized_graph
+    with warnings.catch_warnings():
+        # torch.export's pytree warns, once per copied graph, that LeafSpec is deprecated: noise for our users
+        warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+        try:
+            if simulated is not None:
+                from bitedge.converters._executorch_quantize import quantized_graph
 
-            model = quantized_graph(model, simulated, example)
-        exported = torch.export.export(model, example)
-        return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-    except Exception as exc:  # export and lowering raise many types; the message names the op
-        raise ExportError(f"ExecuTorch could not lower the model ({type(exc).__name__}: {exc})") from None
+                model = quantized_graph(model, simulated, example)
+            exported = torch.export.export(model, example)
+            return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+        except Exception as exc:  # export and lowering raise many types; the message names the op
+            raise ExportError(f"ExecuTorch could not lower the model ({type(exc).__name__}: {exc})") from None
 
 
 def _partitions(program: Any) -> tuple[int, list[str]]:
