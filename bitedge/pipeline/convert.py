@@ -35,9 +35,10 @@ from bitedge.fold import fold
 from bitedge.memory import current_rss_mb, peak_rss_mb
 from bitedge.model.image_processor import resolve_processor
 from bitedge.model.loading import load_model
-from bitedge.parity.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
+from bitedge.parity.gate import Outputs, record, run_parity, simulated_outputs
 from bitedge.parity.images import scan_images
 from bitedge.parity.metrics import Budget
+from bitedge.parity.reference_cache import cached_reference_outputs
 from bitedge.pipeline.int8 import (
     TABLE_FILE,
     calibration_batches,
@@ -113,7 +114,7 @@ class _Conversion:
     def run_reference(self) -> None:
         """The unfolded float model on the evaluation images: what every artifact is compared with."""
         self.log(f"running the float reference on {len(self.images.files)} evaluation images{_memory()}")
-        self.reference = reference_outputs(self.model, self.images, self.processor)
+        self.reference = cached_reference_outputs(self.model, self.images, self.processor, log=self.log)
 
     def fold(self) -> None:
         """The deploy graph (weight standardization folded); the unfolded weights are freed."""

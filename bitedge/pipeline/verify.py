@@ -21,9 +21,10 @@ from bitedge.errors import BadInputError
 from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.loading import load_model
-from bitedge.parity.gate import Outputs, record, reference_outputs, run_parity, simulated_outputs
+from bitedge.parity.gate import Outputs, record, run_parity, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
 from bitedge.parity.metrics import Budget, BudgetOverride
+from bitedge.parity.reference_cache import cached_reference_outputs
 from bitedge.pipeline.convert import release_weights
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision
@@ -58,7 +59,7 @@ def verify(
     images = scan_images(eval_images or Path(recorded), model.config.labels)
     simulated = _simulated(directory, manifest, model, processor, images)
     log(f"verifying {directory} on {len(images.files)} images")
-    reference = reference_outputs(model, images, processor)
+    reference = cached_reference_outputs(model, images, processor, log=log)
     release_weights(model)
     default = _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
     report = run_parity(

@@ -1,0 +1,74 @@
+"""The float reference's cache (issue 21): one reference pass per model, preprocessing and image set."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import demo_eval_subset
+from PIL import Image
+
+from bitedge.model.demo import DEMO_MODEL
+from bitedge.model.loading import load_model
+from bitedge.model.modeling import BitPreTrainedModel
+from bitedge.parity.gate import Outputs
+from bitedge.parity.images import scan_images
+from bitedge.parity.reference_cache import cached_reference_outputs, reference_key
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BITEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "reference"
+
+
+def _run(model: BitPreTrainedModel, folder: Path) -> tuple[Outputs, list[str]]:
+    logs: list[str] = []
+    images = scan_images(folder, model.config.labels)
+    return cached_reference_outputs(model, images, model.image_processor, log=logs.append), logs
+
+
+def test_the_second_pass_is_read_back_and_equals_the_first(cache: Path, tmp_path: Path) -> None:
+    model = load_model(DEMO_MODEL)
+    folder = demo_eval_subset(tmp_path / "eval", per_class=2)
+    first, logs = _run(model, folder)
+    assert logs == [] and len(list(cache.glob("*.npz"))) == 1
+    moved = tmp_path / "moved"
+    shutil.move(folder, moved)  # the same images elsewhere are the same set
+    second, logs = _run(model, moved)
+    assert len(logs) == 1 and "reusing" in logs[0]
+    np.testing.assert_array_equal(second.logits, first.logits)
+    np.testing.assert_array_equal(second.labels, first.labels)
+    assert second.files == scan_images(moved, model.config.labels).files
+
+
+def test_a_changed_image_model_or_preprocessing_makes_a_new_entry(cache: Path, tmp_path: Path) -> None:
+    model = load_model(DEMO_MODEL)
+    folder = demo_eval_subset(tmp_path / "eval", per_class=1)
+    images = scan_images(folder, model.config.labels)
+    key = reference_key(model, images, model.image_processor)
+    image = images.files[3]
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)  # same name, other pixels
+    assert reference_key(model, images, model.image_processor) != key
+    bigger = replace(model.image_processor, size={"shortest_edge": 72}, crop_size={"height": 72, "width": 72})
+    assert reference_key(model, images, bigger) not in (key, reference_key(model, images, model.image_processor))
+    other = load_model(DEMO_MODEL)
+    other.source = replace(other.source, sha256="0" * 64)  # type: ignore[arg-type]
+    assert reference_key(other, images, model.image_processor) != reference_key(model, images, model.image_processor)
+    seeded = load_model("bit-s-r50x1", seed=0)  # a preset's random weights have no checkpoint digest
+    assert reference_key(seeded, images, model.image_processor) is None
+
+
+def test_a_damaged_entry_is_run_again(cache: Path, tmp_path: Path) -> None:
+    model = load_model(DEMO_MODEL)
+    folder = demo_eval_subset(tmp_path / "eval", per_class=1)
+    first, _ = _run(model, folder)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(b"not a cache entry")
+    again, logs = _run(model, folder)
+    assert logs == []  # computed, not read
+    np.testing.assert_array_equal(again.logits, first.logits)
+    assert entry.stat().st_size > 100  # and stored again
