@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "convert": "bitedge.api",
     "verify": "bitedge.api",
+    "merge": "bitedge.api",
     "calibrate": "bitedge.api",
     "build_on_device": "bitedge.api",
     "sensitivity": "bitedge.api",
@@ -55,7 +56,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from bitedge.api import Conversion, build_on_device, calibrate, convert, sensitivity, verify
+    from bitedge.api import Conversion, build_on_device, calibrate, convert, merge, sensitivity, verify
     from bitedge.artifacts.manifest import Manifest
     from bitedge.errors import ArtifactRefusedError, BadInputError, BitEdgeError, MissingRuntimeError
     from bitedge.model.checkpoints import CheckpointSource
@@ -96,6 +97,7 @@ __all__ = [
     "calibrate",
     "convert",
     "load_model",
+    "merge",
     "sensitivity",
     "verify",
 ]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
+from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
 from bitedge.model.demo import DEMO_MODEL
 from bitedge.model.loading import check_source
@@ -24,6 +25,7 @@ from bitedge.pipeline.checks import (
     calibration_given,
     calibration_or_demo,
     check_fallback,
+    check_partial_destination,
     check_table_destination,
     eval_images_for,
     with_calibration_defaults,
@@ -151,16 +153,39 @@ def verify(
     min_top1_agreement: float | None = None,
     min_cosine: float | None = None,
     max_accuracy_drop: float | None = None,
+    shard: str | None = None,
+    partial_out: str | Path | None = None,
     log: Log | None = None,
 ) -> Result:
     """Re-run the parity gate of the artifact in ``directory`` (on ``eval_images``, or the recorded ones) and
-    record the verdict in it. The budget is the one recorded in its manifest; the three limits override it."""
+    record the verdict in it. The budget is the one recorded in its manifest; the three limits override it.
+
+    ``shard="I/N"`` with ``partial_out``: run only shard I of N (counted from 0) of the sorted images and write
+    its partial result there, leaving the artifact as it is; ``merge`` then records the whole verdict."""
+    from bitedge.parity.shards import ShardSpec
     from bitedge.pipeline.verify import verify as run
 
+    if (shard is None) != (partial_out is None):
+        raise BadInputError("--shard I/N and --partial-out FILE go together: a shard's result is a partial file")
+    spec = ShardSpec.parse(shard) if shard is not None else None
+    out = Path(partial_out) if partial_out is not None else None
+    if out is not None:
+        check_partial_destination(out)
     images = Path(eval_images) if eval_images is not None else None
     threads = check_positive("threads", threads)
     budget = BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop)
-    return run(Path(directory), eval_images=images, threads=threads, budget=budget, log=log or (lambda _: None))
+    return run(Path(directory), eval_images=images, threads=threads, budget=budget, shard=spec, partial_out=out,
+               log=log or (lambda _: None))  # fmt: skip
+
+
+def merge(directory: str | Path, partials: Sequence[str | Path], *, log: Log | None = None) -> Result:
+    """Record the parity verdict of the artifact in ``directory`` from the partial results of all its shards
+    (``verify(..., shard=..., partial_out=...)``): the same report and verdict as one unsharded ``verify``."""
+    from bitedge.pipeline.verify import merge_partials
+
+    if not partials:
+        raise BadInputError("--merge needs the partial result files of every shard")
+    return merge_partials(Path(directory), [Path(p) for p in partials], log=log or (lambda _: None))
 
 
 def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:

@@ -203,11 +203,25 @@ def run_build_engine(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from bitedge.api import verify
+    from bitedge.api import merge, verify
+    from bitedge.errors import BadInputError
 
-    return _print_verdict(
-        verify(args.artifact, args.eval_images, threads=args.threads, log=_log, **_budget_kwargs(args))
-    )
+    if args.merge:
+        given = [flag for flag, value in (("--eval", args.eval_images), ("--shard", args.shard),
+                 ("--partial-out", args.partial_out), ("--threads", args.threads)) if value is not None]  # fmt: skip
+        given += [f"--{k.replace('_', '-')}" for k, v in _budget_kwargs(args).items() if v is not None]
+        if given:
+            raise BadInputError(f"--merge records what the shards measured; {', '.join(given)} would be ignored: "
+                                "give them to the shards")  # fmt: skip
+        return _print_verdict(merge(args.artifact, args.merge, log=_log))
+    result = verify(args.artifact, args.eval_images, threads=args.threads, shard=args.shard,
+                    partial_out=args.partial_out, log=_log, **_budget_kwargs(args))  # fmt: skip
+    if args.shard is not None:  # a shard's numbers are its own: the artifact's verdict comes from --merge
+        print("\n".join(result.report.summary_lines()))
+        for line in result.warnings:
+            print(f"bitedge: {line}", file=sys.stderr)
+        return 0
+    return _print_verdict(result)
 
 
 def _budget_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -96,13 +96,44 @@ def run_parity(
     notes: list[str] | None = None,
 ) -> ParityReport:
     """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
+    artifact, others = artifact_outputs(runner, images, processor, manifest, extra_runners=extra_runners)
+    all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
+    return parity_report(reference, artifact, manifest, budget=budget, simulated=simulated, others=others,
+                         notes=all_notes, images_note=images.note)  # fmt: skip
+
+
+def artifact_outputs(
+    runner: Runner,
+    images: ImageSet,
+    processor: BitImageProcessor,
+    manifest: Manifest,
+    *,
+    extra_runners: dict[str, Runner] | None = None,
+) -> tuple[Outputs, dict[str, Outputs]]:
+    """The artifact's outputs on ``images`` (on the input it takes), and those of its informational runners."""
     raw = manifest.input.raw_pixels
     artifact = evaluate(runner, images, processor, raw_pixels=raw, desc="parity")
     others = {name: evaluate(run, images, processor, raw_pixels=raw, desc=name) for name, run in
               (extra_runners or {}).items()}  # fmt: skip
+    return artifact, others
+
+
+def parity_report(
+    reference: Outputs,
+    artifact: Outputs,
+    manifest: Manifest,
+    *,
+    budget: Budget,
+    simulated: Outputs | None = None,
+    others: dict[str, Outputs] | None = None,
+    notes: list[str] | None = None,
+    images_note: str = "",
+) -> ParityReport:
+    """Compare the artifact's outputs (and the simulated model's) with the reference's: the parity report."""
+    others = others or {}
     for outputs in [artifact, *others.values(), *([simulated] if simulated else [])]:
         if outputs.files != reference.files:  # the same images must have been read, in the same order
-            raise BadInputError(f"{images.root}: the evaluation images changed while being read; run again")
+            raise BadInputError("the evaluation images changed while being read; run again")
     ref, art, labels = reference.logits, artifact.logits, reference.labels
     comparisons = [Comparison.of(ARTIFACT_VS_FLOAT, compare(ref, art, labels), budget)]
     if simulated is not None:
@@ -112,11 +143,11 @@ def run_parity(
     for name, other in others.items():
         metrics = compare(ref, other.logits, labels)
         comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
-    all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
+    all_notes = list(notes or [])
     if artifact.skipped:
         all_notes.append(f"skipped {len(artifact.skipped)} images that could not be used, e.g. {artifact.skipped[0]}")
-    if images.note:
-        all_notes.append(images.note)
+    if images_note:
+        all_notes.append(images_note)
     report = ParityReport(manifest.target, manifest.precision, comparisons, all_notes)
     report.outputs = {
         "reference": ref[:MAX_STORED_LOGITS],
@@ -129,8 +160,11 @@ def run_parity(
     return report
 
 
-def record(directory: Path, manifest: Manifest, report: ParityReport, images: ImageSet) -> None:
-    """Write parity.json, parity.md and the manifest (with its parity summary) into ``directory``."""
+def record(
+    directory: Path, manifest: Manifest, report: ParityReport, images: ImageSet, *, listed: int | None = None
+) -> None:
+    """Write parity.json, parity.md and the manifest (with its parity summary) into ``directory``
+    (``listed``: how many images the evaluation set lists, when ``images`` is not the whole set)."""
     write_json_atomic(directory / "parity.json", report.to_dict())
     if report.outputs is not None:
         buffer = io.BytesIO()
@@ -141,7 +175,7 @@ def record(directory: Path, manifest: Manifest, report: ParityReport, images: Im
     manifest.status = "passed" if report.passed else "failed"
     manifest.parity = {
         "passed": report.passed,
-        "eval": {"path": str(images.root.absolute()), "images": first.samples, "listed": len(images.files)},
+        "eval": {"path": str(images.root.absolute()), "images": first.samples, "listed": listed or len(images.files)},
         "comparisons": {
             c.name: {"passed": c.passed, "gated": c.gated, "failures": c.failures, "top1": c.metrics.top1_agreement}
             for c in report.comparisons

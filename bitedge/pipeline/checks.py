@@ -143,3 +143,15 @@ def calibration_or_demo(model: str | Path, given: CalibrationOptions | None) -> 
             "the bundled images belong to the demo model only"
         )
     return replace(options, images=DEMO_CALIBRATION)
+
+
+def check_partial_destination(out: Path) -> None:
+    """A partial result replaces only a partial result: never a user's file, never into a missing folder."""
+    from bitedge.parity.shards import read_partial
+
+    if out.is_dir():
+        raise BadInputError(f"{out}: is a directory; give the partial result's file name, e.g. {out}/shard-0.npz")
+    if not out.parent.is_dir():
+        raise BadInputError(f"{out.parent}: no such directory for --partial-out")
+    if out.exists():
+        read_partial(out)  # raises, naming it, unless it is one of ours

@@ -9,6 +9,7 @@ into the artifact (read-only) is still returned, with a warning.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from bitedge.artifacts.integrity import changed_files
@@ -21,10 +22,20 @@ from bitedge.errors import BadInputError
 from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.loading import load_model
-from bitedge.parity.gate import Outputs, record, run_parity, simulated_outputs
+from bitedge.parity.gate import Outputs, artifact_outputs, parity_report, record, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
-from bitedge.parity.metrics import Budget, BudgetOverride
+from bitedge.parity.metrics import Budget, BudgetOverride, ParityReport
 from bitedge.parity.reference_cache import cached_reference_outputs
+from bitedge.parity.shards import (
+    Partial,
+    ShardSpec,
+    artifact_digest,
+    budget_of,
+    image_set_digest,
+    merge,
+    read_partial,
+    write_partial,
+)
 from bitedge.pipeline.convert import release_weights
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision
@@ -36,12 +47,16 @@ def verify(
     eval_images: Path | None = None,
     threads: int | None = None,
     budget: BudgetOverride | None = None,
+    shard: ShardSpec | None = None,
+    partial_out: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Result:
     """Re-run the parity gate on an existing artifact; updates its reports and status.
 
     The budget is the one the artifact was last verified with (recorded in its manifest), or its precision's
-    default for an artifact that records none; ``budget`` overrides single limits of it."""
+    default for an artifact that records none; ``budget`` overrides single limits of it. With ``shard``, only
+    that shard of the images runs and its result goes to ``partial_out`` (merged later with ``merge``); the
+    artifact is left as it is."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
     changed = changed_files(directory, manifest)
@@ -56,24 +71,64 @@ def verify(
     recorded = manifest.parity.get("eval", {}).get("path")
     if eval_images is None and recorded is None:
         raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
-    images = scan_images(eval_images or Path(recorded), model.config.labels)
+    listing = scan_images(eval_images or Path(recorded), model.config.labels)
+    images = shard.select(listing) if shard is not None else listing
+    if shard is not None and not images.files:
+        raise BadInputError(f"shard {shard.index}/{shard.count} of {len(listing.files)} images is empty: use fewer "
+                            "shards")  # fmt: skip
     simulated = _simulated(directory, manifest, model, processor, images)
     log(f"verifying {directory} on {len(images.files)} images")
     reference = cached_reference_outputs(model, images, processor, log=log)
     release_weights(model)
-    default = _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
-    report = run_parity(
-        reference, converter.load_runner(directory, manifest, threads=threads), images, processor, manifest,
-        budget=(budget or BudgetOverride()).apply(default), simulated=simulated,
-        extra_runners=converter.informational_runners(directory, manifest),
-    )  # fmt: skip
+    limits = (budget or BudgetOverride()).apply(
+        _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
+    )
+    runner = converter.load_runner(directory, manifest, threads=threads)
+    artifact, others = artifact_outputs(runner, images, processor, manifest,
+                                        extra_runners=converter.informational_runners(directory, manifest))  # fmt: skip
+    notes = list(getattr(runner, "notes", []))
+    report = parity_report(reference, artifact, manifest, budget=limits, simulated=simulated, others=others,
+                           notes=notes, images_note=images.note)  # fmt: skip
+    if shard is not None and partial_out is not None:
+        outputs = {"reference": reference, "artifact": artifact, **({"simulated": simulated} if simulated else {}),
+                   **{f"run/{name}": other for name, other in others.items()}}  # fmt: skip
+        partial = Partial(artifact_digest(manifest), image_set_digest(listing), str(listing.root), len(listing.files),
+                          shard.index, shard.count, asdict(limits), notes, images.note, outputs)  # fmt: skip
+        write_partial(partial_out, partial)
+        note = f"shard {shard.index}/{shard.count}: partial result in {partial_out}; the verdict comes from --merge"
+        return Result(directory, manifest, report, (note,))
+    return _record(directory, manifest, report, listing, changed)
+
+
+def merge_partials(directory: str | Path, paths: list[Path], *, log: Callable[[str], None] = lambda _: None) -> Result:
+    """The artifact's parity report from the partial results of all its shards, exactly as one unsharded
+    ``verify`` writes it; recorded in the artifact."""
+    directory = Path(directory)
+    manifest = Manifest.read(directory)
+    changed = changed_files(directory, manifest)
+    merged = merge([(path, read_partial(path)) for path in paths], manifest)
+    log(f"merging {len(paths)} partial results of {directory} ({merged.listed} images)")
+    outputs = merged.outputs
+    others = {name.removeprefix("run/"): o for name, o in outputs.items() if name.startswith("run/")}
+    report = parity_report(outputs["reference"], outputs["artifact"], manifest, budget=budget_of(merged),
+                           simulated=outputs.get("simulated"), others=others, notes=merged.notes,
+                           images_note=merged.images_note)  # fmt: skip
+    reference = outputs["reference"]
+    images = ImageSet(Path(merged.root), reference.files, None, merged.images_note)
+    return _record(directory, manifest, report, images, changed, listed=merged.listed)
+
+
+def _record(
+    directory: Path, manifest: Manifest, report: ParityReport, images: ImageSet, changed: list[str],
+    *, listed: int | None = None,
+) -> Result:  # fmt: skip
     if changed:  # whatever the numbers say now, this is no longer the artifact that was converted and verified
         report.problems.append(
             f"{', '.join(changed)} changed since the artifact was written (sha256 differs from bitedge.json); "
             "convert again"
         )
     try:
-        record(directory, manifest, report, images)
+        record(directory, manifest, report, images, listed=listed)
     except OSError as exc:  # a read-only artifact: the verdict still stands, it just cannot be stored there
         warning = (f"{directory}: could not write parity.json, parity.md or bitedge.json ({exc.strerror or exc}); "
                    "the verdict above was not recorded in the artifact")  # fmt: skip

@@ -1,0 +1,90 @@
+"""Shards of an evaluation set and merging their partial results (issue 21), without a model: the rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitedge.errors import BadInputError
+from bitedge.parity.gate import Outputs
+from bitedge.parity.images import ImageSet
+from bitedge.parity.shards import Partial, ShardSpec, merge, read_partial, write_partial
+
+
+class _Manifest:  # what merge reads of a manifest: its identity
+    target, precision, file_sha256 = "onnx", "int8", {"model.onnx": "ab" * 32}
+
+
+MANIFEST = _Manifest()
+
+
+@pytest.mark.parametrize("text", ["3/2", "2/2", "-1/2", "1/0", "a/b", "1", "1/2/3", ""])
+def test_a_shard_spec_outside_0_to_n_minus_1_is_refused_by_name(text: str) -> None:
+    with pytest.raises(BadInputError, match="--shard"):
+        ShardSpec.parse(text)
+
+
+def test_shards_cover_the_sorted_list_once_in_order() -> None:
+    files = [Path(f"root/{i:03d}.png") for i in range(10)]
+    images = ImageSet(Path("root"), files, list(range(10)))
+    parts = [ShardSpec.parse(f"{i}/3").select(images) for i in range(3)]
+    assert [f for p in parts for f in p.files] == files
+    assert [label for p in parts for label in (p.labels or [])] == list(range(10))
+    assert [len(p.files) for p in parts] == [3, 3, 4]
+
+
+def _partial(root: Path, shard: int, shards: int, rows: range, **changes: object) -> Partial:
+    from bitedge.parity.shards import artifact_digest
+
+    files = [root / f"{i:03d}.png" for i in rows]
+    logits = np.arange(len(rows) * 3, dtype=np.float32).reshape(-1, 3) + 100 * shard
+    outputs = {name: Outputs(logits + k, np.asarray(list(rows)), files, []) for k, name in
+               enumerate(["reference", "artifact"])}  # fmt: skip
+    partial = Partial(artifact_digest(MANIFEST), "images-1", str(root), 6, shard, shards,  # type: ignore[arg-type]
+                      {"min_top1_agreement": 0.99}, [], "", outputs)  # fmt: skip
+    return replace(partial, **changes)  # type: ignore[arg-type]
+
+
+def test_partials_round_trip_and_merge_in_shard_order(tmp_path: Path) -> None:
+    paths = []
+    for index, rows in [(1, range(3, 6)), (0, range(0, 3))]:  # given out of order
+        paths.append(write_partial(tmp_path / f"p{index}.npz", _partial(tmp_path, index, 2, rows)))
+    merged = merge([(p, read_partial(p)) for p in paths], MANIFEST)  # type: ignore[arg-type]
+    reference = merged.outputs["reference"]
+    assert reference.files == [tmp_path / f"{i:03d}.png" for i in range(6)]
+    assert reference.labels is not None and reference.labels.tolist() == list(range(6))
+    assert reference.logits[:3, 0].tolist() == [0, 3, 6] and reference.logits[3:, 0].tolist() == [100, 103, 106]
+
+
+@pytest.mark.parametrize(
+    ("second", "problem"),
+    [
+        ({"index": 0}, "both shard 0/2"),  # overlapping: the same shard twice
+        ({"images": "images-2"}, "different image set"),
+        ({"budget": {"min_top1_agreement": 0.5}}, "different budget"),
+        ({"artifact": "0" * 64}, "another artifact"),
+        ({"count": 3, "index": 2}, "different shard count"),
+    ],
+)
+def test_partials_that_do_not_make_one_run_are_refused(tmp_path: Path, second: dict[str, object], problem: str) -> None:
+    first = (tmp_path / "a.npz", _partial(tmp_path, 0, 2, range(0, 3)))
+    other = (tmp_path / "b.npz", _partial(tmp_path, 1, 2, range(3, 6), **second))
+    with pytest.raises(BadInputError, match=problem):
+        merge([first, other], MANIFEST)  # type: ignore[arg-type]
+
+
+def test_a_missing_shard_is_named(tmp_path: Path) -> None:
+    partials = [(tmp_path / "a.npz", _partial(tmp_path, 0, 3, range(0, 2)))]
+    with pytest.raises(BadInputError, match=r"missing shard.* 1/3, 2/3"):
+        merge(partials, MANIFEST)  # type: ignore[arg-type]
+
+
+def test_a_file_that_is_not_a_partial_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.npz").write_bytes(b"hello")
+    with pytest.raises(BadInputError, match="not a bitedge partial result"):
+        read_partial(tmp_path / "x.npz")
+    with pytest.raises(BadInputError, match="no such partial result"):
+        read_partial(tmp_path / "missing.npz")
