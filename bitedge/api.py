@@ -155,13 +155,16 @@ def verify(
     max_accuracy_drop: float | None = None,
     shard: str | None = None,
     partial_out: str | Path | None = None,
+    engine: str = "local",
+    workers: int | None = None,
     log: Log | None = None,
 ) -> Result:
     """Re-run the parity gate of the artifact in ``directory`` (on ``eval_images``, or the recorded ones) and
     record the verdict in it. The budget is the one recorded in its manifest; the three limits override it.
 
     ``shard="I/N"`` with ``partial_out``: run only shard I of N (counted from 0) of the sorted images and write
-    its partial result there, leaving the artifact as it is; ``merge`` then records the whole verdict."""
+    its partial result there, leaving the artifact as it is; ``merge`` then records the whole verdict.
+    ``engine="ray"`` runs ``workers`` shards as Ray actors and merges them (the same verdict as ``"local"``)."""
     from bitedge.parity.shards import ShardSpec
     from bitedge.pipeline.verify import verify as run
 
@@ -174,8 +177,23 @@ def verify(
     images = Path(eval_images) if eval_images is not None else None
     threads = check_positive("threads", threads)
     budget = BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop)
+    if engine not in ENGINES:
+        raise BadInputError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        if spec is not None:
+            raise BadInputError("--engine ray makes its own shards (one per worker): drop --shard/--partial-out")
+        from bitedge.pipeline.ray_engine import verify_on_ray
+
+        count = check_positive("workers", workers) or 2
+        return verify_on_ray(Path(directory), eval_images=images, workers=count, threads=threads, budget=budget,
+                             log=log or (lambda _: None))  # fmt: skip
+    if workers is not None:
+        raise BadInputError("--workers sizes the Ray engine: add --engine ray, or drop --workers")
     return run(Path(directory), eval_images=images, threads=threads, budget=budget, shard=spec, partial_out=out,
                log=log or (lambda _: None))  # fmt: skip
+
+
+ENGINES = ("local", "ray")
 
 
 def merge(directory: str | Path, partials: Sequence[str | Path], *, log: Log | None = None) -> Result:

@@ -34,6 +34,7 @@ BOUNDS = {
     "batch": (1, MAX_BATCH, "one call's activations must fit in memory"),
     "threads": (1, MAX_THREADS, "more threads than that only add contention"),
     "calibration_size": (1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
+    "workers": (1, 256, "one shard per worker; a verification has no use for more"),
     "ranking_images": (1, MAX_SEARCH_IMAGES, f"a layer search scores at most {MAX_SEARCH_IMAGES} evaluation images"),
 }
 

@@ -215,7 +215,8 @@ def run_verify(args: argparse.Namespace) -> int:
                                 "give them to the shards")  # fmt: skip
         return _print_verdict(merge(args.artifact, args.merge, log=_log))
     result = verify(args.artifact, args.eval_images, threads=args.threads, shard=args.shard,
-                    partial_out=args.partial_out, log=_log, **_budget_kwargs(args))  # fmt: skip
+                    partial_out=args.partial_out, engine=args.engine, workers=args.workers, log=_log,
+                    **_budget_kwargs(args))  # fmt: skip
     if args.shard is not None:  # a shard's numbers are its own: the artifact's verdict comes from --merge
         print("\n".join(result.report.summary_lines()))
         for line in result.warnings:

@@ -217,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--shard", metavar="I/N", help="run only shard I of N (from 0) of the sorted images; "
                         "needs --partial-out")  # fmt: skip
     verify.add_argument("--partial-out", type=Path, metavar="FILE", help="where a shard writes its partial result")
+    verify.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: run --workers shards as Ray actors (RAY_ADDRESS: an existing cluster), then merge",
+    )
+    verify.add_argument("--workers", type=_workers, metavar="N", help="Ray workers (shards), default 2")
     verify.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                         help="record the verdict from the partial results of all shards")  # fmt: skip
     _budget_arguments(verify)
@@ -349,3 +356,4 @@ def _positive_int(text: str) -> int:
 
 _batch_size = _bounded_int(*BOUNDS["batch"])
 _threads = _bounded_int(*BOUNDS["threads"])
+_workers = _bounded_int(*BOUNDS["workers"])
