@@ -47,12 +47,12 @@ def verify_on_ray(
         except ImportError as exc:
             raise MissingRuntimeError(f"--engine ray needs Ray ({exc}); install it with: {INSTALL}") from None
         _reload_auth()
-        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # bitedge reports progress and errors
-        try:
+        try:  # quiet: bitedge reports progress and errors itself
             if address:
-                ray.init(address=address, **quiet)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
             else:  # "local": a new instance, never one a `ray start` left running; its files in our temp dir
-                ray.init(address="local", num_cpus=workers, include_dashboard=False, _temp_dir=session, **quiet)
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, _temp_dir=session,
+                         log_to_driver=False, logging_level=logging.ERROR)  # fmt: skip
         except ConnectionError as exc:
             raise BadInputError(
                 f"RAY_ADDRESS={address}: cannot connect to the Ray cluster ({str(exc).splitlines()[0]}); if it uses "
@@ -100,7 +100,7 @@ def _reload_auth() -> None:
     """Ray caches the authentication mode and token the first time it reads them (when it is imported, for a
     process that imported it earlier): make it read the environment again."""
     with contextlib.suppress(ImportError, AttributeError):  # private in Ray 2.59/2.60; without it, as cached
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
