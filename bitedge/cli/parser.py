@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
-    verify.add_argument("--threads", type=_threads, help="runtime threads")
+    verify.add_argument("--threads", type=_threads, help="threads of the runtime and of the torch models (shards "
+                        "side by side on one machine: cores / shards)")  # fmt: skip
     verify.add_argument("--shard", metavar="I/N", help="run only shard I of N (from 0) of the sorted images; "
                         "needs --partial-out")  # fmt: skip
     verify.add_argument("--partial-out", type=Path, metavar="FILE", help="where a shard writes its partial result")

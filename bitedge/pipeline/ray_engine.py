@@ -115,7 +115,8 @@ def _run_shards(
     context.enable_progress_bars = False  # bitedge shows its own, per shard
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # e.g. "progress bars disabled"
-    settings = {"directory": str(directory.absolute()), "workers": workers, "threads": threads,
+    # each actor has one CPU: one thread per runtime unless told otherwise (two spinning pools per core thrash)
+    settings = {"directory": str(directory.absolute()), "workers": workers, "threads": threads or 1,
                 "eval_images": str(eval_images.absolute()) if eval_images is not None else None,
                 "budget": budget}  # fmt: skip
     shards = ray.data.from_items([{"index": i} for i in range(workers)], override_num_blocks=workers)

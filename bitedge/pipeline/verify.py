@@ -71,6 +71,10 @@ def verify(
     recorded = manifest.parity.get("eval", {}).get("path")
     if eval_images is None and recorded is None:
         raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
+    if threads is not None:  # every model verify runs: shards side by side must not oversubscribe the cores
+        import torch
+
+        torch.set_num_threads(threads)
     listing = scan_images(eval_images or Path(recorded), model.config.labels)
     images = shard.select(listing) if shard is not None else listing
     if shard is not None and not images.files:
