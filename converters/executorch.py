@@ -4,8 +4,8 @@ ExecuTorch runtime on this machine.
 The deploy graph is exported with ``torch.export`` at a fixed batch (1 unless ``--batch`` says otherwise: an
 app classifies one camera frame at a time), lowered with the XNNPACK partitioner and serialized. GroupNorm has
 no XNNPACK kernel: as ``aten.native_group_norm`` it runs in ExecuTorch's portable kernels and splits BiT-R50x1
-into 50 XNNPACK partitions (140.8 ms against eager's 103.1 ms here). By default (``--executorch-group-norm
-decomposed``) it is written as reshape, mean, rsqrt, mul and add, which XNNPACK runs: one partition, 115.3 ms
+into 50 XNNPACK partitions. By default (``--executorch-group-norm decomposed``) it is written as per-channel
+means averaged per group, sub, mul, rsqrt and add, which XNNPACK runs: one partition, and faster
 (benchmarks/results/executorch.md). The parity report's notes say how many partitions the lowering made.
 Beside the program: ``labels.txt`` (one label per line, index order), ``preprocessing.json`` (resize, crop,
 mean and std the app must apply, unless ``--raw-pixel-input`` folded the normalization in) and ``USAGE.md``
@@ -61,7 +61,7 @@ class ExecuTorchOptions(TargetOptions):
     group_norm: str = field(
         default=GROUP_NORMS[0],
         metadata=option(
-            "GroupNorm as reshape/mean/rsqrt/mul/add, which XNNPACK runs (default: one partition for the whole "
+            "GroupNorm as means, sub, mul, rsqrt and add, which XNNPACK runs (default: one partition for the whole "
             "network), or the native op, which runs in the portable kernels between XNNPACK partitions",
             choices=GROUP_NORMS,
         ),
