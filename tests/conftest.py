@@ -77,6 +77,19 @@ def tiny_hf_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def demo_onnx_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's int8 ONNX artifact, verified on 200 of its held-out digits (sharded and Ray verification)."""
+    from bitedge.cli import main
+
+    root = tmp_path_factory.mktemp("demo-onnx-int8")
+    eval_images = demo_eval_subset(root / "eval", per_class=20)
+    out = root / "onnx-int8"
+    args = ["convert", "--target", "onnx", "--precision", "int8", "--eval", str(eval_images), "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
 def demo_eval_subset(root: Path, per_class: int) -> Path:
     """The first ``per_class`` of the demo's held-out digits of each class, in class folders under ``root``."""
     import shutil

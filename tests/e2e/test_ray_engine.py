@@ -9,21 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import demo_eval_subset
 
 from bitedge.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ray")
-    eval_images = demo_eval_subset(root / "eval", per_class=20)
-    out = root / "onnx-int8"
-    args = ["convert", "--target", "onnx", "--precision", "int8", "--eval", str(eval_images), "--out", str(out)]
-    assert main(args) == 0
-    return out
+@pytest.fixture
+def artifact(demo_onnx_int8: Path) -> Path:
+    return demo_onnx_int8
 
 
 def test_ray_workers_record_the_local_engines_verdict(

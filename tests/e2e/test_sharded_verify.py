@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import demo_eval_subset
 
 from bitedge.cli import main
 
@@ -21,14 +20,9 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, err
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sharded")
-    eval_images = demo_eval_subset(root / "eval", per_class=20)
-    out = root / "onnx-int8"
-    args = ["convert", "--target", "onnx", "--precision", "int8", "--eval", str(eval_images), "--out", str(out)]
-    assert main(args) == 0
-    return out
+@pytest.fixture
+def artifact(demo_onnx_int8: Path) -> Path:
+    return demo_onnx_int8
 
 
 def _shards(capsys: pytest.CaptureFixture[str], artifact: Path, tmp: Path, n: int, *flags: str) -> list[str]:
