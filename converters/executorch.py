@@ -40,7 +40,7 @@ from bitedge.converters.base import (
     option,
 )
 from bitedge.converters.registry import register
-from bitedge.errors import BadInputError, ExportError
+from bitedge.errors import BadInputError, ExportError, MissingRuntimeError
 from bitedge.parity.metrics import Runner
 from bitedge.precisions import Precision
 
@@ -51,6 +51,8 @@ MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, USAGE_FILE = "model.pte", "labels.t
 # ExecuTorch imports torchao, which warns at import about its CUDA-only kernels ("Failed to load
 # _C_mxfp8...so"): nothing bitedge uses, and noise on every command that loads this target.
 logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's "register_constant() ... deprecated"
+MIN_VERSION = (1, 5)  # the export, PT2E and runtime APIs this target uses (tested with 1.5.1)
 
 
 GROUP_NORMS = ("decomposed", "native")  # the default first
@@ -77,6 +79,17 @@ class ExecuTorchConverter(Converter):
     modules = ("executorch.exir", "executorch.runtime", "executorch.backends.xnnpack")
     Options = ExecuTorchOptions
     placement = XNNPACK_INT8
+
+    def check_runtime(self) -> None:
+        super().check_runtime()
+        from importlib.metadata import version
+
+        found = version("executorch")
+        parts = tuple(int(p) for p in found.split("+")[0].split(".")[:2] if p.isdigit())
+        if parts < MIN_VERSION:
+            needed = ".".join(map(str, MIN_VERSION))
+            raise MissingRuntimeError(f"target executorch needs executorch >= {needed} (found {found}); install it "
+                                      "with: pip install 'bitedge[executorch]'")  # fmt: skip
 
     def io_records(self, spec: ExportSpec, num_labels: int) -> tuple[InputRecord, OutputRecord]:
         return super().io_records(replace(spec, batch=spec.batch or 1), num_labels)  # static shapes: batch 1
