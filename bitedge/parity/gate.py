@@ -96,8 +96,8 @@ def run_parity(
     notes: list[str] | None = None,
 ) -> ParityReport:
     """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
-    artifact, others = artifact_outputs(runner, images, processor, manifest, extra_runners=extra_runners)
-    all_notes = list(notes or []) + list(getattr(runner, "notes", []))  # e.g. the Core ML emulator's overflows
+    artifact, others, runner_notes = artifact_outputs(runner, images, processor, manifest, extra_runners=extra_runners)
+    all_notes = list(notes or []) + runner_notes
     return parity_report(reference, artifact, manifest, budget=budget, simulated=simulated, others=others,
                          notes=all_notes, images_note=images.note)  # fmt: skip
 
@@ -109,13 +109,14 @@ def artifact_outputs(
     manifest: Manifest,
     *,
     extra_runners: dict[str, Runner] | None = None,
-) -> tuple[Outputs, dict[str, Outputs]]:
-    """The artifact's outputs on ``images`` (on the input it takes), and those of its informational runners."""
+) -> tuple[Outputs, dict[str, Outputs], list[str]]:
+    """The artifact's outputs on ``images`` (on the input it takes), those of its informational runners, and
+    what the runner noted while running (e.g. the Core ML emulator's overflows)."""
     raw = manifest.input.raw_pixels
     artifact = evaluate(runner, images, processor, raw_pixels=raw, desc="parity")
     others = {name: evaluate(run, images, processor, raw_pixels=raw, desc=name) for name, run in
               (extra_runners or {}).items()}  # fmt: skip
-    return artifact, others
+    return artifact, others, list(getattr(runner, "notes", []))
 
 
 def parity_report(

@@ -23,20 +23,21 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from bitedge.artifacts.integrity import cache_dir
+from bitedge.artifacts.integrity import cache_dir, cached_sha256
 from bitedge.fileio import write_atomic
-from bitedge.hashing import sha256_file
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.gate import Outputs, reference_outputs
 from bitedge.parity.images import ImageSet
 
 FORMAT = 1
+KEY = re.compile("[0-9a-f]{64}")  # an entry's file name: its key, a sha256
 MAX_CACHE_BYTES = 4 << 30  # ImageNet val with 1000 classes is 200 MB of logits per entry
 
 
@@ -65,11 +66,14 @@ def reference_key(model: BitPreTrainedModel, images: ImageSet, processor: BitIma
         return None
     digest = hashlib.sha256(json.dumps({"format": FORMAT, "checkpoint": checkpoint,
                                         "preprocessing": processor.to_dict()}, sort_keys=True).encode())  # fmt: skip
+    try:
+        contents = cached_sha256(images.files)  # hashed again only when a file's size, times or inode changed
+    except OSError:
+        return None  # an unreadable image: the pass will skip it, and its outputs are not worth keeping
     for path in images.files:
-        try:
-            content = sha256_file(path)
-        except OSError:
-            return None  # an unreadable image: the pass will skip it, and its outputs are not worth keeping
+        content = contents[path]
+        if content is None:
+            return None  # a vanished image: the same
         digest.update(f"{_relative(path, images)}\0{content}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
@@ -106,7 +110,8 @@ def _store(path: Path, outputs: Outputs, images: ImageSet) -> None:
 
 def _evict(folder: Path) -> None:
     """Drop the least recently used entries past ``MAX_CACHE_BYTES``."""
-    entries = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    ours = [p for p in folder.glob("*.npz") if KEY.fullmatch(p.stem)]  # only entries bitedge named
+    entries = sorted(ours, key=lambda p: p.stat().st_mtime_ns, reverse=True)
     total = 0
     for entry in entries:
         total += entry.stat().st_size

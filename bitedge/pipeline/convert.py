@@ -30,7 +30,7 @@ from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
 from bitedge.converters.base import ConvertedFiles, ExportSpec, keep_weights
-from bitedge.errors import BadInputError
+from bitedge.errors import BadInputError, CalibrationError
 from bitedge.fold import fold
 from bitedge.memory import current_rss_mb, peak_rss_mb
 from bitedge.model.image_processor import resolve_processor
@@ -220,7 +220,8 @@ class _Conversion:
     def _simulated_model(self, placement: Placement) -> nn.Module:
         """The simulated int8 model in a target's placement: built once per placement, shared by its targets."""
         if placement not in self._simulated:
-            assert self.table is not None  # int8 jobs only, after calibrate()
+            if self.table is None:  # int8 jobs only, after calibrate()
+                raise CalibrationError("int8 needs a calibration table, and none was made or given")
             self._simulated[placement] = (simulate(self.deploy, self.table, placement), None)
         return self._simulated[placement][0]
 

@@ -88,9 +88,8 @@ def verify(
         _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
     )
     runner = converter.load_runner(directory, manifest, threads=threads)
-    artifact, others = artifact_outputs(runner, images, processor, manifest,
+    artifact, others, notes = artifact_outputs(runner, images, processor, manifest,
                                         extra_runners=converter.informational_runners(directory, manifest))  # fmt: skip
-    notes = list(getattr(runner, "notes", []))
     report = parity_report(reference, artifact, manifest, budget=limits, simulated=simulated, others=others,
                            notes=notes, images_note=images.note)  # fmt: skip
     if shard is not None and partial_out is not None:
