@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def artifact(demo_onnx_int8: Path) -> Path:
-    return demo_onnx_int8
+def artifact(demo_onnx_int8: Path, tmp_path: Path) -> Path:
+    """A copy of the shared artifact: what one test's verify records (its budget) is not the next one's."""
+    return Path(shutil.copytree(demo_onnx_int8, tmp_path / demo_onnx_int8.name))
 
 
 def test_ray_workers_record_the_local_engines_verdict(

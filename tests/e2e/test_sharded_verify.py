@@ -4,6 +4,7 @@ one, and partials that do not make one run are refused with nothing merged."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def artifact(demo_onnx_int8: Path) -> Path:
-    return demo_onnx_int8
+def artifact(demo_onnx_int8: Path, tmp_path: Path) -> Path:
+    """A copy of the shared artifact: what one test's verify records (its budget) is not the next one's."""
+    return Path(shutil.copytree(demo_onnx_int8, tmp_path / demo_onnx_int8.name))
 
 
 def _shards(capsys: pytest.CaptureFixture[str], artifact: Path, tmp: Path, n: int, *flags: str) -> list[str]:
