@@ -3,8 +3,10 @@
 Each takes its own pass over the evaluation images, so only one network needs to be in memory at a time:
 the *unfolded* float reference on normalized pixels (once per conversion, however many artifacts), for
 int8 the simulated-quantized model (once), then each artifact in its runtime on what it takes (normalized
-or raw pixels). Comparisons: artifact vs float (the precision's budget); for int8 also artifact vs
-simulated (conversion fidelity, gated) and simulated vs float (quantization error, shown).
+or raw pixels). Each pass writes its logits to disk (`LogitStore`); the comparisons then read them back a
+chunk at a time into per-image numbers (`Evidence`), so memory does not grow with the evaluation set and
+shards' evidence joins exactly. Comparisons: artifact vs float (the precision's budget); for int8 also
+artifact vs simulated (conversion fidelity, gated) and simulated vs float (quantization error, shown).
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ from bitedge.fileio import write_atomic, write_json_atomic
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.images import Batches, ImageSet
-from bitedge.parity.metrics import INT8_VS_SIMULATED, Budget, Comparison, ParityReport, Runner, compare
+from bitedge.parity.logits import CHUNK_ROWS, LogitStore
+from bitedge.parity.metrics import INT8_VS_SIMULATED, Budget, Comparison, ParityReport, PerImage, Runner
 
 ARTIFACT_VS_FLOAT = "artifact vs float reference"
 ARTIFACT_VS_SIMULATED = "artifact vs simulated-quantized (conversion fidelity)"
 SIMULATED_VS_FLOAT = "simulated-quantized vs float (quantization error)"
 MAX_STORED_LOGITS = 1000  # full logits of the first images, for the report's scatter plots; top-1s for all
+HEADS = ("reference", "artifact")  # whose logits of the first images `Evidence` keeps
 
 
 @dataclass(frozen=True)
 class Outputs:
     """What one model or artifact said about the evaluation images, in image order."""
 
-    logits: np.ndarray  # (N, K)
+    logits: LogitStore  # (N, K), on disk
     labels: np.ndarray | None  # (N,) class indices, when the images are in class folders
     files: list[Path]  # the images that were read
     skipped: list[str]  # why the others were not
@@ -47,16 +51,16 @@ def evaluate(run: Runner, images: ImageSet, processor: BitImageProcessor, *, raw
     from tqdm import tqdm
 
     batches = Batches(images, processor, batch_size=16, raw_pixels=raw_pixels)
-    logits: list[np.ndarray] = []
+    logits = LogitStore.temporary()
     labels: list[np.ndarray] = []
     total = -(-len(images.files) // batches.batch_size)
     for normalized, raw, batch_labels in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
         logits.append(run(raw if raw is not None else normalized))
         if batch_labels is not None:
             labels.append(batch_labels)
-    if not logits:
+    if not len(logits):
         raise BadInputError(f"{images.root}: none of the {len(images.files)} images could be read")
-    return Outputs(np.concatenate(logits), np.concatenate(labels) if labels else None, batches.used, batches.skipped)
+    return Outputs(logits, np.concatenate(labels) if labels else None, batches.used, batches.skipped)
 
 
 def torch_runner(module: nn.Module) -> Runner:
@@ -83,25 +87,6 @@ def simulated_outputs(
     return evaluate(torch_runner(simulated), images, processor, raw_pixels=raw_pixels, desc="simulated int8")
 
 
-def run_parity(
-    reference: Outputs,
-    runner: Runner,
-    images: ImageSet,
-    processor: BitImageProcessor,
-    manifest: Manifest,
-    *,
-    budget: Budget,
-    simulated: Outputs | None = None,
-    extra_runners: dict[str, Runner] | None = None,
-    notes: list[str] | None = None,
-) -> ParityReport:
-    """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
-    artifact, others, runner_notes = artifact_outputs(runner, images, processor, manifest, extra_runners=extra_runners)
-    all_notes = list(notes or []) + runner_notes
-    return parity_report(reference, artifact, manifest, budget=budget, simulated=simulated, others=others,
-                         notes=all_notes, images_note=images.note)  # fmt: skip
-
-
 def artifact_outputs(
     runner: Runner,
     images: ImageSet,
@@ -119,44 +104,101 @@ def artifact_outputs(
     return artifact, others, list(getattr(runner, "notes", []))
 
 
-def parity_report(
+@dataclass(frozen=True)
+class Evidence:
+    """What a parity report is made from: each comparison's per-image numbers, the images, and the first
+    images' logits (for the report's plots). Shards' evidence joins by concatenation into the whole set's."""
+
+    comparisons: dict[str, PerImage]  # in report order, ARTIFACT_VS_FLOAT first
+    labels: np.ndarray | None
+    files: list[Path]
+    skipped: list[str]
+    heads: dict[str, np.ndarray]  # "reference" and "artifact": logits of the first MAX_STORED_LOGITS images
+
+    @classmethod
+    def join(cls, parts: list[Evidence]) -> Evidence:
+        """The evidence of consecutive slices of one image set (same comparisons), as one."""
+        first = parts[0]
+        labels = [p.labels for p in parts if p.labels is not None]
+        return cls(
+            {name: PerImage.join([p.comparisons[name] for p in parts]) for name in first.comparisons},
+            np.concatenate(labels) if labels and len(labels) == len(parts) else None,
+            [f for p in parts for f in p.files],
+            [s for p in parts for s in p.skipped],
+            {name: np.concatenate([p.heads[name] for p in parts])[:MAX_STORED_LOGITS] for name in first.heads},
+        )
+
+
+def gather(
+    reference: Outputs, artifact: Outputs, *, simulated: Outputs | None = None, others: dict[str, Outputs] | None = None
+) -> Evidence:
+    """Compare the artifact (and the simulated model, and informational runs) with the reference, reading
+    their logits back a chunk of images at a time."""
+    pairs = [(ARTIFACT_VS_FLOAT, reference, artifact)]
+    if simulated is not None:
+        pairs += [(ARTIFACT_VS_SIMULATED, simulated, artifact), (SIMULATED_VS_FLOAT, reference, simulated)]
+    pairs += [(f"artifact run with {name} vs float", reference, other) for name, other in (others or {}).items()]
+    for _, _, outputs in pairs:
+        if outputs.files != reference.files:  # the same images must have been read, in the same order
+            raise BadInputError("the evaluation images changed while being read; run again")
+    stores = {id(o): o.logits for _, a, b in pairs for o in (a, b)}
+    parts: dict[str, list[PerImage]] = {name: [] for name, _, _ in pairs}
+    for start in range(0, len(reference.logits), CHUNK_ROWS):
+        chunk = {key: store.read(start, start + CHUNK_ROWS) for key, store in stores.items()}
+        for name, a, b in pairs:
+            parts[name].append(PerImage.of(chunk[id(a)], chunk[id(b)]))
+    heads = {
+        name: outputs.logits.head(MAX_STORED_LOGITS) for name, outputs in zip(HEADS, (reference, artifact), strict=True)
+    }
+    comparisons = {name: PerImage.join(chunks) for name, chunks in parts.items()}
+    return Evidence(comparisons, reference.labels, reference.files, artifact.skipped, heads)
+
+
+def run_parity(
     reference: Outputs,
-    artifact: Outputs,
+    runner: Runner,
+    images: ImageSet,
+    processor: BitImageProcessor,
     manifest: Manifest,
     *,
     budget: Budget,
     simulated: Outputs | None = None,
-    others: dict[str, Outputs] | None = None,
+    extra_runners: dict[str, Runner] | None = None,
     notes: list[str] | None = None,
-    images_note: str = "",
 ) -> ParityReport:
-    """Compare the artifact's outputs (and the simulated model's) with the reference's: the parity report."""
-    others = others or {}
-    for outputs in [artifact, *others.values(), *([simulated] if simulated else [])]:
-        if outputs.files != reference.files:  # the same images must have been read, in the same order
-            raise BadInputError("the evaluation images changed while being read; run again")
-    ref, art, labels = reference.logits, artifact.logits, reference.labels
-    comparisons = [Comparison.of(ARTIFACT_VS_FLOAT, compare(ref, art, labels), budget)]
-    if simulated is not None:
-        sim = simulated.logits
-        comparisons.append(Comparison.of(ARTIFACT_VS_SIMULATED, compare(sim, art), INT8_VS_SIMULATED))
-        comparisons.append(Comparison.of(SIMULATED_VS_FLOAT, compare(ref, sim, labels), budget, gated=False))
-    for name, other in others.items():
-        metrics = compare(ref, other.logits, labels)
-        comparisons.append(Comparison.of(f"artifact run with {name} vs float", metrics, budget, gated=False))
+    """Run the artifact on ``images`` and compare it (and the simulated model, if any) with the reference."""
+    artifact, others, runner_notes = artifact_outputs(runner, images, processor, manifest, extra_runners=extra_runners)
+    evidence = gather(reference, artifact, simulated=simulated, others=others)
+    return parity_report(evidence, manifest, budget=budget, notes=list(notes or []) + runner_notes,
+                         images_note=images.note)  # fmt: skip
+
+
+def parity_report(
+    evidence: Evidence, manifest: Manifest, *, budget: Budget, notes: list[str] | None = None, images_note: str = ""
+) -> ParityReport:
+    """The parity report: each comparison's metrics held to its budget (the artifact against the simulated
+    model to conversion fidelity's; comparisons besides these two are shown, not gated)."""
+    labels = evidence.labels
+    comparisons = []
+    for name, per_image in evidence.comparisons.items():
+        if name == ARTIFACT_VS_SIMULATED:  # no accuracy: neither side is the float reference
+            comparisons.append(Comparison.of(name, per_image.metrics(), INT8_VS_SIMULATED))
+        else:
+            comparisons.append(Comparison.of(name, per_image.metrics(labels), budget, gated=name == ARTIFACT_VS_FLOAT))
     all_notes = list(notes or [])
-    if artifact.skipped:
-        all_notes.append(f"skipped {len(artifact.skipped)} images that could not be used, e.g. {artifact.skipped[0]}")
+    if evidence.skipped:
+        all_notes.append(f"skipped {len(evidence.skipped)} images that could not be used, e.g. {evidence.skipped[0]}")
     if images_note:
         all_notes.append(images_note)
     report = ParityReport(manifest.target, manifest.precision, comparisons, all_notes)
+    main = evidence.comparisons[ARTIFACT_VS_FLOAT]
     report.outputs = {
-        "reference": ref[:MAX_STORED_LOGITS],
-        "artifact": art[:MAX_STORED_LOGITS],
-        "reference_top1": ref.argmax(1),
-        "artifact_top1": art.argmax(1),
+        "reference": evidence.heads["reference"],
+        "artifact": evidence.heads["artifact"],
+        "reference_top1": main.reference_top1,
+        "artifact_top1": main.other_top1,
         "labels": labels if labels is not None else np.zeros(0, np.int64),
-        "files": np.asarray([str(p) for p in artifact.files]),
+        "files": np.asarray([str(p) for p in evidence.files]),
     }
     return report
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -91,43 +91,90 @@ class Metrics:
         return self.reference_accuracy - self.artifact_accuracy
 
 
+@dataclass(frozen=True)
+class PerImage:
+    """One comparison's per-image numbers, from which `Metrics` follow: computed a batch at a time and joined
+    by concatenation (shards too), so a comparison never needs all of both models' logits at once."""
+
+    reference_top1: np.ndarray  # (N,) int64
+    other_top1: np.ndarray  # (N,) int64
+    top5_overlap: np.ndarray  # (N,) fraction of the two top-5 sets shared
+    max_abs_diff: np.ndarray  # (N,) max |a - r| over the classes
+    mean_abs_diff: np.ndarray  # (N,) mean |a - r|
+    reference_max_abs: np.ndarray  # (N,) max |r|
+    cosine: np.ndarray  # (N,)
+    signal: np.ndarray  # (N,) sum r^2
+    noise: np.ndarray  # (N,) sum (a - r)^2
+    finite: np.ndarray  # (N,) bool: every artifact logit finite
+
+    @classmethod
+    def of(cls, reference: np.ndarray, other: np.ndarray) -> PerImage:
+        """The numbers of ``other`` logits against ``reference`` logits, both (n, K), row by row."""
+        if reference.shape != other.shape or reference.ndim != 2:
+            raise ValueError(f"logit shapes differ: {reference.shape} vs {other.shape}")
+        ref, out = reference.astype(np.float64), other.astype(np.float64)
+        finite = np.asarray(np.isfinite(out).all(axis=1))
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row fails the comparison as a whole
+            return cls._of(ref, out, finite)
+
+    @classmethod
+    def _of(cls, ref: np.ndarray, out: np.ndarray, finite: np.ndarray) -> PerImage:
+        diff = np.abs(out - ref)
+        k = min(5, ref.shape[1])
+        top_ref, top_out = np.argsort(-ref, axis=1)[:, :k], np.argsort(-out, axis=1)[:, :k]
+        overlap = np.asarray([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)], np.float64)
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+        dot = (ref * out).sum(axis=1)
+        cosine = np.where(norms > 0, dot / np.maximum(norms, 1e-300), 1.0)
+        return cls(top_ref[:, 0].astype(np.int64), top_out[:, 0].astype(np.int64), overlap, diff.max(axis=1),
+                   diff.mean(axis=1), np.abs(ref).max(axis=1), cosine, (ref**2).sum(axis=1), (diff**2).sum(axis=1),
+                   finite)  # fmt: skip
+
+    @classmethod
+    def join(cls, parts: list[PerImage]) -> PerImage:
+        """``parts`` (consecutive images) as one."""
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    def __len__(self) -> int:
+        return len(self.reference_top1)
+
+    def metrics(self, labels: np.ndarray | None = None) -> Metrics:
+        """The comparison's metrics; with ``labels`` (N,), both accuracies too."""
+        if len(self) == 0:
+            raise ValueError("no images to compare")
+        finite = bool(self.finite.all())
+        noise = float(self.noise.sum()) if finite else math.inf
+        if not finite:
+            snr = -math.inf
+        else:
+            snr = math.inf if noise == 0 else 10 * math.log10(max(float(self.signal.sum()), 1e-300) / noise)
+        accuracy: tuple[float | None, float | None] = (None, None)
+        if labels is not None:
+            accuracy = (
+                float((self.reference_top1 == labels).mean() * 100),
+                float((self.other_top1 == labels).mean() * 100),
+            )
+        return Metrics(
+            samples=len(self),
+            top1_agreement=float((self.reference_top1 == self.other_top1).mean()),
+            top5_agreement=float(self.top5_overlap.mean()),
+            max_abs_diff=float(self.max_abs_diff.max()) if finite else math.inf,
+            mean_abs_diff=float(self.mean_abs_diff.mean()) if finite else math.inf,
+            reference_max_abs=float(self.reference_max_abs.max()),
+            cosine_mean=float(self.cosine.mean()) if finite else 0.0,
+            cosine_min=float(self.cosine.min()) if finite else 0.0,
+            snr_db=snr,
+            finite=finite,
+            reference_accuracy=accuracy[0],
+            artifact_accuracy=accuracy[1],
+        )
+
+
 def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None = None) -> Metrics:
-    """Metrics of ``artifact`` logits against ``reference`` logits, both (N, K)."""
+    """Metrics of ``artifact`` logits against ``reference`` logits, both (N, K), in memory."""
     if reference.shape != artifact.shape or reference.ndim != 2 or len(reference) == 0:
         raise ValueError(f"logit shapes differ or are empty: {reference.shape} vs {artifact.shape}")
-    ref, out = reference.astype(np.float64), artifact.astype(np.float64)
-    finite = bool(np.isfinite(out).all())
-    diff = np.abs(out - ref) if finite else np.full_like(ref, np.inf)
-    k = min(5, ref.shape[1])
-    top_ref, top_out = np.argsort(-ref, axis=1)[:, :k], np.argsort(-out, axis=1)[:, :k]
-    overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)]
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0) if finite else np.zeros(1)
-    noise = float((diff**2).sum())
-    if not finite:
-        snr = -math.inf
-    else:
-        snr = math.inf if noise == 0 else 10 * math.log10(max(float((ref**2).sum()), 1e-300) / noise)
-    accuracy: tuple[float | None, float | None] = (None, None)
-    if labels is not None:
-        accuracy = (
-            float((ref.argmax(1) == labels).mean() * 100),
-            float((out.argmax(1) == labels).mean() * 100),
-        )
-    return Metrics(
-        samples=len(ref),
-        top1_agreement=float((top_ref[:, 0] == top_out[:, 0]).mean()),
-        top5_agreement=float(np.mean(overlap)),
-        max_abs_diff=float(diff.max()),
-        mean_abs_diff=float(diff.mean()),
-        reference_max_abs=float(np.abs(ref).max()),
-        cosine_mean=float(cosine.mean()),
-        cosine_min=float(cosine.min()),
-        snr_db=snr,
-        finite=finite,
-        reference_accuracy=accuracy[0],
-        artifact_accuracy=accuracy[1],
-    )
+    return PerImage.of(reference, artifact).metrics(labels)
 
 
 def violations(metrics: Metrics, budget: Budget) -> list[str]:

@@ -9,35 +9,41 @@ images all compare with the same float reference; without the cache each ``bited
 - every image's path relative to the set's folder and the sha256 of its bytes, in the sorted order the gate
   reads them (a changed, added, removed or renamed image invalidates it; moving the whole folder does not).
 
-Entries live in ``<cache>/reference/<key>.npz`` (``$BITEDGE_CACHE_DIR``, default ``~/.cache/bitedge``): the
-logits, labels, files and skipped images of one reference pass. The cache is best effort: a model without a
-checkpoint digest (a preset's seeded random weights) is not cached, an unreadable or damaged entry is
-recomputed, and an unwritable cache only costs the next run a reference pass. The least recently used
-entries are dropped past ``MAX_CACHE_BYTES``. ``rm -r ~/.cache/bitedge/reference`` empties it.
+An entry is a folder ``<cache>/reference/<key>/`` (``$BITEDGE_CACHE_DIR``, default ``~/.cache/bitedge``):
+``logits.f32``, the reference's logits as rows of float32 (read back a chunk at a time, never whole), and
+``index.npz``, the images read (relative paths), their labels, the skipped ones and the class count. It is
+written under a temporary name and renamed into place, so a reader sees a whole entry or none.
+
+The cache is best effort: a model without a checkpoint digest (a preset's seeded random weights) is not
+cached, an unreadable or damaged entry is recomputed, and an unwritable cache only costs the next run a
+reference pass. The least recently used entries are dropped past ``MAX_CACHE_BYTES``.
+``rm -r ~/.cache/bitedge/reference`` empties it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from bitedge.artifacts.integrity import cache_dir, cached_sha256
-from bitedge.fileio import write_atomic
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.gate import Outputs, reference_outputs
 from bitedge.parity.images import ImageSet
+from bitedge.parity.logits import LogitStore
 
-FORMAT = 1
-KEY = re.compile("[0-9a-f]{64}")  # an entry's file name: its key, a sha256
+FORMAT = 2
+LOGITS, INDEX = "logits.f32", "index.npz"  # an entry's two files
+KEY = re.compile("[0-9a-f]{64}")  # an entry's name: its key, a sha256
 MAX_CACHE_BYTES = 4 << 30  # ImageNet val with 1000 classes is 200 MB of logits per entry
 
 
@@ -47,7 +53,7 @@ def cached_reference_outputs(
     """``reference_outputs(model, images, processor)``, from the cache when this model has already been run on
     exactly these images with this preprocessing."""
     key = reference_key(model, images, processor)
-    path = cache_dir() / "reference" / f"{key}.npz" if key is not None else None
+    path = cache_dir() / "reference" / key if key is not None else None
     if path is not None:
         cached = _load(path, images)
         if cached is not None:
@@ -82,38 +88,49 @@ def _relative(path: Path, images: ImageSet) -> str:
     return os.fsdecode(path.relative_to(images.root))
 
 
-def _load(path: Path, images: ImageSet) -> Outputs | None:
+def _load(entry: Path, images: ImageSet) -> Outputs | None:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            logits, labels = data["logits"], data["labels"]
+        with np.load(entry / INDEX, allow_pickle=False) as data:
+            labels, classes = data["labels"], int(data["classes"])
             files = [images.root / name for name in data["files"].tolist()]
             skipped = [str(reason) for reason in data["skipped"].tolist()]
-        os.utime(path)  # recently used
-    except (OSError, ValueError, KeyError):
+        logits = LogitStore.open(entry / LOGITS, classes)
+        os.utime(entry)  # recently used
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # damaged or from another bitedge: run the reference again
-    if logits.ndim != 2 or len(logits) != len(files):
+    if len(logits) != len(files):
         return None
     return Outputs(logits, labels if labels.size else None, files, skipped)
 
 
-def _store(path: Path, outputs: Outputs, images: ImageSet) -> None:
+def _store(entry: Path, outputs: Outputs, images: ImageSet) -> None:
     """Best effort: a failure to write only costs the next run a reference pass."""
-    buffer = io.BytesIO()
     labels = outputs.labels if outputs.labels is not None else np.zeros(0, np.int64)
     files = np.asarray([_relative(p, images) for p in outputs.files])
-    np.savez(buffer, logits=outputs.logits, labels=labels, files=files, skipped=np.asarray(outputs.skipped, str))
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buffer.getvalue())
-        _evict(path.parent)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=entry.parent, prefix=".partial-") as scratch:
+            staging = Path(scratch) / "entry"
+            staging.mkdir()
+            with (staging / LOGITS).open("wb") as file:
+                outputs.logits.copy_to(file)
+            np.savez(staging / INDEX, labels=labels, files=files, skipped=np.asarray(outputs.skipped, str),
+                     classes=np.asarray(outputs.logits.classes))  # fmt: skip
+            if entry.exists():  # a stale or damaged entry of the same key
+                shutil.rmtree(entry)
+            staging.rename(entry)
+        _evict(entry.parent)
 
 
 def _evict(folder: Path) -> None:
     """Drop the least recently used entries past ``MAX_CACHE_BYTES``."""
-    ours = [p for p in folder.glob("*.npz") if KEY.fullmatch(p.stem)]  # only entries bitedge named
+    ours = [p for p in folder.iterdir() if KEY.fullmatch(p.name.removesuffix(".npz"))]  # only what bitedge named
     entries = sorted(ours, key=lambda p: p.stat().st_mtime_ns, reverse=True)
     total = 0
     for entry in entries:
-        total += entry.stat().st_size
-        if total > MAX_CACHE_BYTES:
-            entry.unlink(missing_ok=True)
+        total += sum(f.stat().st_size for f in entry.iterdir()) if entry.is_dir() else entry.stat().st_size
+        if total > MAX_CACHE_BYTES or entry.suffix == ".npz":  # .npz: an entry of an older bitedge
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)

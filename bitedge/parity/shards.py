@@ -1,12 +1,12 @@
 """Sharded verification: shard I of N of an evaluation set, its partial result, and merging partials back.
 
 ``bitedge verify DIR --eval E --shard I/N --partial-out FILE`` runs the gate's models on shard I (counted from
-0): a contiguous slice of the sorted image list, the same on every machine. The partial holds every model's
-per-image logits for the slice, with what identifies it: the artifact (its files' sha256), the image set
-(every image's path relative to the set's folder and its size), the shard and the budget. ``--merge FILE...``
-checks that the partials belong to this artifact and one image set, with the same budget, and that they are
-shards 0..N-1 exactly once; it concatenates them in image order, so the report, the failing images and the
-exit status are those of the unsharded run.
+0): a contiguous slice of the sorted image list, the same on every machine. The partial holds the slice's
+evidence (each comparison's per-image numbers, the first images' logits), with what identifies it: the
+artifact (its files' sha256), the image set (every image's path relative to the set's folder and its size),
+the shard and the budget. ``--merge FILE...`` checks that the partials belong to this artifact and one image
+set, with the same budget, and that they are shards 0..N-1 exactly once; it joins their evidence in image
+order, so the report, the failing images and the exit status are those of the unsharded run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import io
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ from bitedge.artifacts.manifest import Manifest
 from bitedge.artifacts.records import parse_record
 from bitedge.errors import BadInputError
 from bitedge.fileio import write_atomic
-from bitedge.parity.gate import Outputs
+from bitedge.parity.gate import HEADS, Evidence
 from bitedge.parity.images import ImageSet
-from bitedge.parity.metrics import Budget
+from bitedge.parity.metrics import Budget, PerImage
 
-FORMAT = "bitedge-parity-partial-1"
+FORMAT = "bitedge-parity-partial-2"
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,8 @@ class ShardSpec:
 
 
 @dataclass(frozen=True)
-class Partial:
-    """One shard's result: identifying fields, then the outputs of each model (``reference``, ``artifact``,
-    optionally ``simulated`` and informational runners) on the shard's images."""
+class ShardHeader:
+    """What identifies a shard's result."""
 
     artifact: str  # artifact_digest(manifest)
     images: str  # image_set_digest(full set)
@@ -70,7 +69,14 @@ class Partial:
     budget: dict[str, Any]
     notes: list[str]
     images_note: str
-    outputs: dict[str, Outputs]
+
+
+@dataclass(frozen=True)
+class Partial:
+    """One shard's result: what identifies it, and the evidence of the shard's images."""
+
+    header: ShardHeader
+    evidence: Evidence
 
 
 def artifact_digest(manifest: Manifest) -> str:
@@ -87,16 +93,17 @@ def image_set_digest(images: ImageSet) -> str:
 
 
 def write_partial(path: Path, partial: Partial) -> Path:
-    reference = partial.outputs["reference"]
-    header = {k: v for k, v in asdict(partial).items() if k != "outputs"}
+    evidence = partial.evidence
+    header = {"format": FORMAT, **asdict(partial.header), "comparisons": list(evidence.comparisons)}
     arrays: dict[str, np.ndarray] = {
-        "header": np.asarray(json.dumps({"format": FORMAT, **header})),
-        "files": np.asarray([os.fsdecode(p.relative_to(partial.root)) for p in reference.files], dtype=str),
-        "skipped": np.asarray(reference.skipped, dtype=str),
-        "labels": reference.labels if reference.labels is not None else np.zeros(0, np.int64),
+        "header": np.asarray(json.dumps(header)),
+        "files": np.asarray([os.fsdecode(p.relative_to(partial.header.root)) for p in evidence.files], dtype=str),
+        "skipped": np.asarray(evidence.skipped, dtype=str),
+        "labels": evidence.labels if evidence.labels is not None else np.zeros(0, np.int64),
     }
-    for name, outputs in partial.outputs.items():
-        arrays[f"logits/{name}"] = outputs.logits
+    arrays.update({f"head/{name}": logits for name, logits in evidence.heads.items()})
+    for i, per_image in enumerate(evidence.comparisons.values()):
+        arrays.update({f"comparison/{i}/{f.name}": getattr(per_image, f.name) for f in fields(PerImage)})
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return write_atomic(path, buffer.getvalue())
@@ -106,21 +113,22 @@ def read_partial(path: Path) -> Partial:
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
+            if not isinstance(header, dict) or header.pop("format", None) != FORMAT:
+                raise BadInputError(f"{path}: not a partial result of this bitedge ({FORMAT}); run the shard again")
+            names = [str(name) for name in header.pop("comparisons", [])]
             files, skipped, labels = data["files"].tolist(), data["skipped"].tolist(), data["labels"]
-            logits = {key.removeprefix("logits/"): data[key] for key in data.files if key.startswith("logits/")}
+            heads = {key.removeprefix("head/"): data[key] for key in data.files if key.startswith("head/")}
+            comparisons = {name: PerImage(**{f.name: data[f"comparison/{i}/{f.name}"] for f in fields(PerImage)})
+                           for i, name in enumerate(names)}  # fmt: skip
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such partial result") from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInputError(f"{path}: not a bitedge partial result ({exc}); write it with verify --shard") from None
-    if not isinstance(header, dict) or header.pop("format", None) != FORMAT or "reference" not in logits:
-        raise BadInputError(f"{path}: not a partial result of this bitedge ({FORMAT}); run the shard again")
-    paths = [Path(header.get("root", ".")) / name for name in files]
-    outputs = {name: Outputs(values, labels if labels.size else None, paths, skipped) for name, values in
-               logits.items()}  # fmt: skip
-    partial: Partial = parse_record(Partial, {**header, "outputs": {}}, str(path))
-    if any(len(o.logits) != len(paths) for o in outputs.values()):
-        raise BadInputError(f"{path}: its logits and its image list differ in length; run the shard again")
-    return replace(partial, outputs=outputs)
+    shard: ShardHeader = parse_record(ShardHeader, header, str(path))
+    paths = [Path(shard.root) / name for name in files]
+    if not comparisons or any(len(c) != len(paths) for c in comparisons.values()) or set(heads) != set(HEADS):
+        raise BadInputError(f"{path}: its comparisons and its image list differ; run the shard again")
+    return Partial(shard, Evidence(comparisons, labels if labels.size else None, paths, skipped, heads))
 
 
 def merge(partials: list[tuple[Path, Partial]], manifest: Manifest) -> Partial:
@@ -128,39 +136,30 @@ def merge(partials: list[tuple[Path, Partial]], manifest: Manifest) -> Partial:
     unless they are shards 0..N-1 of the same run exactly once)."""
     (first_path, first), *_ = partials
     for path, partial in partials:
-        if partial.artifact != artifact_digest(manifest):
+        if partial.header.artifact != artifact_digest(manifest):
             raise BadInputError(f"{path}: a partial result of another artifact (its files' sha256 differ)")
         for field, what in (("images", "image set"), ("count", "shard count"), ("budget", "budget")):
-            if getattr(partial, field) != getattr(first, field):
+            if getattr(partial.header, field) != getattr(first.header, field):
                 raise BadInputError(f"{path} and {first_path}: partial results of different {what}s; nothing merged")
-    seen: dict[int, Path] = {}
+    count, seen = first.header.count, dict[int, Path]()
     for path, partial in partials:
-        if partial.index in seen:
-            raise BadInputError(f"{path} and {seen[partial.index]} are both shard {partial.index}/{first.count}")
-        seen[partial.index] = path
-    missing = sorted(set(range(first.count)) - set(seen))
+        index = partial.header.index
+        if index in seen:
+            raise BadInputError(f"{path} and {seen[index]} are both shard {index}/{count}")
+        seen[index] = path
+    missing = sorted(set(range(count)) - set(seen))
     if missing:
-        shards = ", ".join(f"{i}/{first.count}" for i in missing)
-        raise BadInputError(f"missing shard(s) {shards}: run them with --shard, then merge all {first.count}")
-    ordered = [partial for _, partial in sorted(partials, key=lambda item: item[1].index)]
-    names = list(first.outputs)
-    if any(list(p.outputs) != names for p in ordered):
+        shards = ", ".join(f"{i}/{count}" for i in missing)
+        raise BadInputError(f"missing shard(s) {shards}: run them with --shard, then merge all {count}")
+    ordered = [partial for _, partial in sorted(partials, key=lambda item: item[1].header.index)]
+    names = list(first.evidence.comparisons)
+    if any(list(p.evidence.comparisons) != names for p in ordered):
         raise BadInputError("the partial results ran different models (e.g. one without the simulated model)")
-    outputs = {name: _concatenate([p.outputs[name] for p in ordered]) for name in names}
-    notes = list(dict.fromkeys(note for p in ordered for note in p.notes))
-    return replace(first, index=0, count=1, notes=notes, outputs=outputs)
-
-
-def _concatenate(parts: list[Outputs]) -> Outputs:
-    labels = [p.labels for p in parts if p.labels is not None]
-    return Outputs(
-        np.concatenate([p.logits for p in parts]),
-        np.concatenate(labels) if len(labels) == len(parts) else None,
-        [f for p in parts for f in p.files],
-        [s for p in parts for s in p.skipped],
-    )
+    notes = list(dict.fromkeys(note for p in ordered for note in p.header.notes))
+    header = replace(first.header, index=0, count=1, notes=notes)
+    return Partial(header, Evidence.join([p.evidence for p in ordered]))
 
 
 def budget_of(partial: Partial) -> Budget:
-    budget: Budget = parse_record(Budget, partial.budget, "partial result: budget")
+    budget: Budget = parse_record(Budget, partial.header.budget, "partial result: budget")
     return budget

@@ -22,12 +22,13 @@ from bitedge.errors import BadInputError
 from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.loading import load_model
-from bitedge.parity.gate import Outputs, artifact_outputs, parity_report, record, simulated_outputs
+from bitedge.parity.gate import Outputs, artifact_outputs, gather, parity_report, record, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
 from bitedge.parity.metrics import Budget, BudgetOverride, ParityReport
 from bitedge.parity.reference_cache import cached_reference_outputs
 from bitedge.parity.shards import (
     Partial,
+    ShardHeader,
     ShardSpec,
     artifact_digest,
     budget_of,
@@ -90,14 +91,13 @@ def verify(
     runner = converter.load_runner(directory, manifest, threads=threads)
     artifact, others, notes = artifact_outputs(runner, images, processor, manifest,
                                         extra_runners=converter.informational_runners(directory, manifest))  # fmt: skip
-    report = parity_report(reference, artifact, manifest, budget=limits, simulated=simulated, others=others,
-                           notes=notes, images_note=images.note)  # fmt: skip
+    evidence = gather(reference, artifact, simulated=simulated, others=others)
+    report = parity_report(evidence, manifest, budget=limits, notes=notes, images_note=images.note)
     if shard is not None and partial_out is not None:
-        outputs = {"reference": reference, "artifact": artifact, **({"simulated": simulated} if simulated else {}),
-                   **{f"run/{name}": other for name, other in others.items()}}  # fmt: skip
-        partial = Partial(artifact_digest(manifest), image_set_digest(listing), str(listing.root), len(listing.files),
-                          shard.index, shard.count, asdict(limits), notes, images.note, outputs)  # fmt: skip
-        write_partial(partial_out, partial)
+        header = ShardHeader(artifact_digest(manifest), image_set_digest(listing), str(listing.root),
+                             len(listing.files), shard.index, shard.count, asdict(limits), notes,
+                             images.note)  # fmt: skip
+        write_partial(partial_out, Partial(header, evidence))
         note = f"shard {shard.index}/{shard.count}: partial result in {partial_out}; the verdict comes from --merge"
         return Result(directory, manifest, report, (note,))
     return _record(directory, manifest, report, listing, changed)
@@ -110,15 +110,12 @@ def merge_partials(directory: str | Path, paths: list[Path], *, log: Callable[[s
     manifest = Manifest.read(directory)
     changed = changed_files(directory, manifest)
     merged = merge([(path, read_partial(path)) for path in paths], manifest)
-    log(f"merging {len(paths)} partial results of {directory} ({merged.listed} images)")
-    outputs = merged.outputs
-    others = {name.removeprefix("run/"): o for name, o in outputs.items() if name.startswith("run/")}
-    report = parity_report(outputs["reference"], outputs["artifact"], manifest, budget=budget_of(merged),
-                           simulated=outputs.get("simulated"), others=others, notes=merged.notes,
-                           images_note=merged.images_note)  # fmt: skip
-    reference = outputs["reference"]
-    images = ImageSet(Path(merged.root), reference.files, None, merged.images_note)
-    return _record(directory, manifest, report, images, changed, listed=merged.listed)
+    header = merged.header
+    log(f"merging {len(paths)} partial results of {directory} ({header.listed} images)")
+    report = parity_report(merged.evidence, manifest, budget=budget_of(merged), notes=header.notes,
+                           images_note=header.images_note)  # fmt: skip
+    images = ImageSet(Path(header.root), merged.evidence.files, None, header.images_note)
+    return _record(directory, manifest, report, images, changed, listed=header.listed)
 
 
 def _record(

@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 
 from bitedge.errors import BadInputError
-from bitedge.parity.gate import Outputs
+from bitedge.parity.gate import Outputs, gather
 from bitedge.parity.images import ImageSet
-from bitedge.parity.shards import Partial, ShardSpec, merge, read_partial, write_partial
+from bitedge.parity.logits import LogitStore
+from bitedge.parity.shards import (
+    Partial,
+    ShardHeader,
+    ShardSpec,
+    artifact_digest,
+    merge,
+    read_partial,
+    write_partial,
+)
 
 
 class _Manifest:  # what merge reads of a manifest: its identity
@@ -36,27 +45,34 @@ def test_shards_cover_the_sorted_list_once_in_order() -> None:
     assert [len(p.files) for p in parts] == [3, 3, 4]
 
 
+LOGITS = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)  # six images, three classes
+NOISE = np.random.default_rng(1).normal(scale=0.5, size=(6, 3)).astype(np.float32)
+
+
+def _outputs(root: Path, rows: range) -> tuple[Outputs, Outputs]:
+    files, labels = [root / f"{i:03d}.png" for i in rows], np.asarray([i % 3 for i in rows])
+    reference, artifact = LOGITS[rows.start : rows.stop], (LOGITS + NOISE)[rows.start : rows.stop]
+    return Outputs(LogitStore.of(reference), labels, files, []), Outputs(LogitStore.of(artifact), labels, files, [])
+
+
 def _partial(root: Path, shard: int, shards: int, rows: range, **changes: object) -> Partial:
-    from bitedge.parity.shards import artifact_digest
-
-    files = [root / f"{i:03d}.png" for i in rows]
-    logits = np.arange(len(rows) * 3, dtype=np.float32).reshape(-1, 3) + 100 * shard
-    outputs = {name: Outputs(logits + k, np.asarray(list(rows)), files, []) for k, name in
-               enumerate(["reference", "artifact"])}  # fmt: skip
-    partial = Partial(artifact_digest(MANIFEST), "images-1", str(root), 6, shard, shards,  # type: ignore[arg-type]
-                      {"min_top1_agreement": 0.99}, [], "", outputs)  # fmt: skip
-    return replace(partial, **changes)  # type: ignore[arg-type]
+    header = ShardHeader(artifact_digest(MANIFEST), "images-1", str(root), 6, shard, shards,  # type: ignore[arg-type]
+                         {"min_top1_agreement": 0.99}, [], "")  # fmt: skip
+    return Partial(replace(header, **changes), gather(*_outputs(root, rows)))  # type: ignore[arg-type]
 
 
-def test_partials_round_trip_and_merge_in_shard_order(tmp_path: Path) -> None:
+def test_partials_round_trip_and_merge_into_the_unsharded_evidence(tmp_path: Path) -> None:
     paths = []
     for index, rows in [(1, range(3, 6)), (0, range(0, 3))]:  # given out of order
         paths.append(write_partial(tmp_path / f"p{index}.npz", _partial(tmp_path, index, 2, rows)))
     merged = merge([(p, read_partial(p)) for p in paths], MANIFEST)  # type: ignore[arg-type]
-    reference = merged.outputs["reference"]
-    assert reference.files == [tmp_path / f"{i:03d}.png" for i in range(6)]
-    assert reference.labels is not None and reference.labels.tolist() == list(range(6))
-    assert reference.logits[:3, 0].tolist() == [0, 3, 6] and reference.logits[3:, 0].tolist() == [100, 103, 106]
+    whole = gather(*_outputs(tmp_path, range(6)))
+    assert merged.evidence.files == whole.files == [tmp_path / f"{i:03d}.png" for i in range(6)]
+    assert merged.evidence.labels is not None and merged.evidence.labels.tolist() == [0, 1, 2, 0, 1, 2]
+    np.testing.assert_array_equal(merged.evidence.heads["artifact"], LOGITS + NOISE)
+    (name,) = whole.comparisons
+    assert merged.evidence.comparisons[name].metrics(whole.labels) == whole.comparisons[name].metrics(whole.labels)
+    assert whole.comparisons[name].metrics().top1_agreement < 1  # the noise flips some: a comparison worth merging
 
 
 @pytest.mark.parametrize(
