@@ -8,6 +8,7 @@ images all compare with the same float reference; without the cache each ``bited
 - the preprocessing (size, crop, mean, std: what the reference is fed),
 - every image's path relative to the set's folder and the sha256 of its bytes, in the sorted order the gate
   reads them (a changed, added, removed or renamed image invalidates it; moving the whole folder does not).
+  The key an unchanged listing gave is remembered, so images are hashed again only when a file changed.
 
 An entry is a folder ``<cache>/reference/<key>/`` (``$BITEDGE_CACHE_DIR``, default ``~/.cache/bitedge``):
 ``logits.f32``, the reference's logits as rows of float32 (read back a chunk at a time, never whole), and
@@ -34,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitedge.artifacts.integrity import cache_dir, cached_sha256
+from bitedge.artifacts.integrity import cache_dir
+from bitedge.fileio import write_atomic
+from bitedge.hashing import sha256_file
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.gate import Outputs, reference_outputs
@@ -45,6 +48,7 @@ FORMAT = 2
 LOGITS, INDEX = "logits.f32", "index.npz"  # an entry's two files
 KEY = re.compile("[0-9a-f]{64}")  # an entry's name: its key, a sha256
 MAX_CACHE_BYTES = 4 << 30  # ImageNet val with 1000 classes is 200 MB of logits per entry
+LISTINGS, MAX_LISTINGS = "listings", 1000  # image listings seen, each naming the key its contents gave
 
 
 def cached_reference_outputs(
@@ -66,22 +70,54 @@ def cached_reference_outputs(
 
 
 def reference_key(model: BitPreTrainedModel, images: ImageSet, processor: BitImageProcessor) -> str | None:
-    """The cache key of ``model``'s reference pass over ``images``; None when it cannot be identified."""
+    """The cache key of ``model``'s reference pass over ``images``; None when it cannot be identified.
+
+    Hashing every image's bytes on every run would read the whole set again (6 GB for ImageNet val), so the
+    key found for a listing (each image's absolute path, size, times and inode) is remembered: a listing
+    seen before, unchanged, gives its key without reading an image; any change hashes the contents again."""
     checkpoint = model.source.sha256 if model.source is not None else None
     if checkpoint is None:
         return None
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, "checkpoint": checkpoint,
-                                        "preprocessing": processor.to_dict()}, sort_keys=True).encode())  # fmt: skip
+    settings = json.dumps({"format": FORMAT, "checkpoint": checkpoint, "preprocessing": processor.to_dict()},
+                          sort_keys=True)  # fmt: skip
     try:
-        contents = cached_sha256(images.files)  # hashed again only when a file's size, times or inode changed
+        listing = _listing_digest(settings, images)
     except OSError:
-        return None  # an unreadable image: the pass will skip it, and its outputs are not worth keeping
+        return None  # a vanished or unreadable image: the pass will skip it; its outputs are not worth keeping
+    remembered = cache_dir() / "reference" / LISTINGS / listing
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        key = remembered.read_text(encoding="ascii")
+        if KEY.fullmatch(key):
+            return key
+    digest = hashlib.sha256(settings.encode())
+    try:
+        for path in images.files:
+            digest.update(f"{_relative(path, images)}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
+    except OSError:
+        return None
+    key = digest.hexdigest()
+    with contextlib.suppress(OSError):
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(remembered, key.encode("ascii"))
+        _forget_old_listings(remembered.parent)
+    return key
+
+
+def _listing_digest(settings: str, images: ImageSet) -> str:
+    digest = hashlib.sha256(settings.encode())
     for path in images.files:
-        content = contents[path]
-        if content is None:
-            return None  # a vanished image: the same
-        digest.update(f"{_relative(path, images)}\0{content}\n".encode("utf-8", "surrogateescape"))
+        stat = path.stat()
+        name = os.fsdecode(path.absolute())
+        line = f"{name}\0{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def _forget_old_listings(folder: Path) -> None:
+    """Keep the ``MAX_LISTINGS`` most recent listings (64 bytes each)."""
+    listings = sorted((p for p in folder.iterdir() if KEY.fullmatch(p.name)), key=lambda p: p.stat().st_mtime_ns)
+    for old in listings[:-MAX_LISTINGS]:
+        old.unlink(missing_ok=True)
 
 
 def _relative(path: Path, images: ImageSet) -> str:

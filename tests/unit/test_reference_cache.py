@@ -25,6 +25,10 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "reference"
 
 
+def _entries(cache: Path) -> list[Path]:
+    return [p for p in cache.iterdir() if p.name != "listings"]
+
+
 def _run(model: BitPreTrainedModel, folder: Path) -> tuple[Outputs, list[str]]:
     logs: list[str] = []
     images = scan_images(folder, model.config.labels)
@@ -35,7 +39,7 @@ def test_the_second_pass_is_read_back_and_equals_the_first(cache: Path, tmp_path
     model = load_model(DEMO_MODEL)
     folder = demo_eval_subset(tmp_path / "eval", per_class=2)
     first, logs = _run(model, folder)
-    assert logs == [] and len(list(cache.iterdir())) == 1
+    assert logs == [] and len(_entries(cache)) == 1
     moved = tmp_path / "moved"
     shutil.move(folder, moved)  # the same images elsewhere are the same set
     second, logs = _run(model, moved)
@@ -66,10 +70,23 @@ def test_a_damaged_entry_is_run_again(cache: Path, tmp_path: Path) -> None:
     model = load_model(DEMO_MODEL)
     folder = demo_eval_subset(tmp_path / "eval", per_class=1)
     first, _ = _run(model, folder)
-    (entry,) = cache.iterdir()
+    (entry,) = _entries(cache)
     logits = entry / "logits.f32"
     logits.write_bytes(logits.read_bytes()[:-3])  # truncated: not whole rows
     again, logs = _run(model, folder)
     assert logs == []  # computed, not read
     np.testing.assert_array_equal(again.logits.to_array(), first.logits.to_array())
     assert logits.stat().st_size == first.logits.to_array().nbytes  # and stored again
+
+
+def test_an_unchanged_listing_is_not_hashed_again(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bitedge.parity import reference_cache
+
+    model = load_model(DEMO_MODEL)
+    images = scan_images(demo_eval_subset(tmp_path / "eval", per_class=1), model.config.labels)
+    key = reference_key(model, images, model.image_processor)
+    read: list[Path] = []
+    monkeypatch.setattr(reference_cache, "sha256_file", lambda path: read.append(path) or "0" * 64)
+    assert reference_key(model, images, model.image_processor) == key and read == []  # remembered: nothing read
+    images.files[0].touch()  # a newer time: the listing changed, so the contents are hashed again
+    assert reference_key(model, images, model.image_processor) != key and len(read) == len(images.files)
