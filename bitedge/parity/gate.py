@@ -143,7 +143,9 @@ def gather(
             raise BadInputError("the evaluation images changed while being read; run again")
     stores = {id(o): o.logits for _, a, b in pairs for o in (a, b)}
     parts: dict[str, list[PerImage]] = {name: [] for name, _, _ in pairs}
-    for start in range(0, len(reference.logits), CHUNK_ROWS):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(reference.logits), CHUNK_ROWS), desc="comparing", unit="chunk", leave=False):
         chunk = {key: store.read(start, start + CHUNK_ROWS) for key, store in stores.items()}
         for name, a, b in pairs:
             parts[name].append(PerImage.of(chunk[id(a)], chunk[id(b)]))

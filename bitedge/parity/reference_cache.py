@@ -89,9 +89,11 @@ def reference_key(model: BitPreTrainedModel, images: ImageSet, processor: BitIma
         key = remembered.read_text(encoding="ascii")
         if KEY.fullmatch(key):
             return key
+    from tqdm import tqdm
+
     digest = hashlib.sha256(settings.encode())
     try:
-        for path in images.files:
+        for path in tqdm(images.files, desc="hashing images", unit="image", leave=False):
             digest.update(f"{_relative(path, images)}\0{sha256_file(path)}\n".encode("utf-8", "surrogateescape"))
     except OSError:
         return None
