@@ -134,6 +134,8 @@ def gather(
 ) -> Evidence:
     """Compare the artifact (and the simulated model, and informational runs) with the reference, reading
     their logits back a chunk of images at a time."""
+    from tqdm import tqdm
+
     pairs = [(ARTIFACT_VS_FLOAT, reference, artifact)]
     if simulated is not None:
         pairs += [(ARTIFACT_VS_SIMULATED, simulated, artifact), (SIMULATED_VS_FLOAT, reference, simulated)]
@@ -143,15 +145,11 @@ def gather(
             raise BadInputError("the evaluation images changed while being read; run again")
     stores = {id(o): o.logits for _, a, b in pairs for o in (a, b)}
     parts: dict[str, list[PerImage]] = {name: [] for name, _, _ in pairs}
-    from tqdm import tqdm
-
     for start in tqdm(range(0, len(reference.logits), CHUNK_ROWS), desc="comparing", unit="chunk", leave=False):
         chunk = {key: store.read(start, start + CHUNK_ROWS) for key, store in stores.items()}
         for name, a, b in pairs:
             parts[name].append(PerImage.of(chunk[id(a)], chunk[id(b)]))
-    heads = {
-        name: outputs.logits.head(MAX_STORED_LOGITS) for name, outputs in zip(HEADS, (reference, artifact), strict=True)
-    }
+    heads = {name: o.logits.head(MAX_STORED_LOGITS) for name, o in zip(HEADS, (reference, artifact), strict=True)}
     comparisons = {name: PerImage.join(chunks) for name, chunks in parts.items()}
     return Evidence(comparisons, reference.labels, reference.files, artifact.skipped, heads)
 

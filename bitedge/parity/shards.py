@@ -122,6 +122,8 @@ def read_partial(path: Path) -> Partial:
                            for i, name in enumerate(names)}  # fmt: skip
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such partial result") from None
+    except BadInputError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInputError(f"{path}: not a bitedge partial result ({exc}); write it with verify --shard") from None
     shard: ShardHeader = parse_record(ShardHeader, header, str(path))

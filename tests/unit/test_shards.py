@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,3 +105,10 @@ def test_a_file_that_is_not_a_partial_is_refused(tmp_path: Path) -> None:
         read_partial(tmp_path / "x.npz")
     with pytest.raises(BadInputError, match="no such partial result"):
         read_partial(tmp_path / "missing.npz")
+
+
+def test_a_partial_of_an_older_bitedge_is_refused_by_name(tmp_path: Path) -> None:
+    header = {"format": "bitedge-parity-partial-1"}  # held every model's logits; this bitedge keeps evidence
+    np.savez(tmp_path / "old.npz", header=np.asarray(json.dumps(header)))
+    with pytest.raises(BadInputError, match=r"old.npz: not a partial result of this bitedge .*run the shard again"):
+        read_partial(tmp_path / "old.npz")
