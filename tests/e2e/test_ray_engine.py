@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,20 +60,22 @@ def test_without_ray_the_message_says_how_to_install_it(
 
 
 @pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def ray_cluster() -> Iterator[tuple[str, str]]:
     """A Ray cluster started as a user would (`ray start --head`) with token authentication: (address, token)."""
     pytest.importorskip("ray.data", reason="install bitedge[ray]")
     ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     token, port = secrets.token_hex(32), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    start = [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
-    try:
-        yield f"127.0.0.1:{port}", token
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as session:  # short: Ray's socket paths are limited
+        start = [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                 "--include-dashboard=false", f"--temp-dir={session}", "--disable-usage-stats"]  # fmt: skip
+        started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180, check=False)
+        assert started.returncode == 0, started.stderr[-2000:]
+        try:
+            yield f"127.0.0.1:{port}", token
+        finally:
+            subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
 
 
 def _free_port() -> int:
