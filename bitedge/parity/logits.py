@@ -59,8 +59,15 @@ class LogitStore:
         if batch.ndim != 2 or (self.classes is not None and batch.shape[1] != self.classes):
             raise ValueError(f"logits of shape {batch.shape} after rows of {self.classes} classes")
         self.classes = batch.shape[1]
-        self._file.seek(self.rows * self._row_bytes)
-        self._file.write(np.ascontiguousarray(batch, dtype=ROW_DTYPE).tobytes())
+        try:
+            self._file.seek(self.rows * self._row_bytes)
+            self._file.write(np.ascontiguousarray(batch, dtype=ROW_DTYPE).tobytes())
+            self._file.flush()  # a full disk shows here, not later
+        except OSError as exc:  # an unnamed file: say where it was and how to put it elsewhere
+            written = self.rows * self._row_bytes / 2**20
+            raise OSError(exc.errno, f"{exc.strerror or exc} while keeping the evaluation's logits ({written:.0f} MiB "
+                          "so far, 4 bytes per class and image) in a temporary file; set TMPDIR to a folder with "
+                          "room", tempfile.gettempdir()) from exc  # fmt: skip
         self.rows += len(batch)
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,21 @@ def test_evidence_of_consecutive_slices_joins_into_the_whole_sets() -> None:
     assert joined.files == whole.files
     assert joined.comparisons[ARTIFACT_VS_FLOAT].metrics(labels) == whole.comparisons[ARTIFACT_VS_FLOAT].metrics(labels)
     np.testing.assert_array_equal(joined.heads["reference"], whole.heads["reference"])
+
+
+def test_a_full_temporary_folder_is_named_with_the_way_out() -> None:
+    """A file-size limit (what a full disk gives a writer) while a pass keeps its logits."""
+    code = (
+        "import resource, signal, tempfile, numpy as np\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from bitedge.parity.logits import LogitStore\n"
+        "store = LogitStore.temporary()\n"
+        "try:\n"
+        "    store.append(np.zeros((16, 1000), np.float32))\n"
+        "except OSError as exc:\n"
+        "    print(exc.filename == tempfile.gettempdir(), exc.strerror)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("True File too large while keeping the evaluation's logits"), result.stdout
+    assert "set TMPDIR to a folder with room" in result.stdout
