@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
+from bitedge.engines import Engine, parse_engine
 from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
 from bitedge.model.demo import DEMO_MODEL
@@ -177,9 +178,7 @@ def verify(
     images = Path(eval_images) if eval_images is not None else None
     threads = check_positive("threads", threads)
     budget = BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop)
-    if engine not in ENGINES:
-        raise BadInputError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
-    if engine == "ray":
+    if parse_engine(engine) == Engine.RAY:
         if spec is not None:
             raise BadInputError("--engine ray makes its own shards (one per worker): drop --shard/--partial-out")
         from bitedge.pipeline.ray_engine import verify_on_ray
@@ -191,9 +190,6 @@ def verify(
         raise BadInputError("--workers sizes the Ray engine: add --engine ray, or drop --workers")
     return run(Path(directory), eval_images=images, threads=threads, budget=budget, shard=spec, partial_out=out,
                log=log or (lambda _: None))  # fmt: skip
-
-
-ENGINES = ("local", "ray")
 
 
 def merge(directory: str | Path, partials: Sequence[str | Path], *, log: Log | None = None) -> Result:

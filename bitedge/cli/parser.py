@@ -28,6 +28,7 @@ from bitedge.cli.commands import (
     run_verify,
 )
 from bitedge.converters import converter_classes, target_names
+from bitedge.engines import Engine
 from bitedge.limits import BOUNDS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 
@@ -220,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--partial-out", type=Path, metavar="FILE", help="where a shard writes its partial result")
     verify.add_argument(
         "--engine",
-        choices=("local", "ray"),
-        default="local",
+        choices=[e.value for e in Engine],
+        default=Engine.LOCAL.value,
         help="ray: run --workers shards as Ray actors (RAY_ADDRESS: an existing cluster), then merge",
     )
     verify.add_argument("--workers", type=_workers, metavar="N", help="Ray workers (shards), default 2")
