@@ -39,23 +39,34 @@ def machine_line(machine: dict[str, Any]) -> str:
     return f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, flags {flags}"
 
 
-_FRESH_CONVERT = """
+_FRESH_CLI = """
 import json, sys, time
 from bitedge.memory import peak_rss_mb
 from bitedge.cli import main
 start = time.perf_counter()
-code = main(["convert", *sys.argv[1:]])
+code = main(sys.argv[1:])
 print(json.dumps({"exit_code": code, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mb()}))
 """
 
 
-def convert_in_fresh_process(args: list[str]) -> dict[str, Any]:
-    """``bitedge convert ARGS`` in its own process: exit code, seconds and that process's peak RSS (MiB).
+def start_cli_process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``bitedge ARGS`` in its own process, started (several can run at once); `cli_process_result` waits."""
+    return subprocess.Popen([sys.executable, "-c", _FRESH_CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+
+
+def cli_process_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """A `start_cli_process` process's exit code, seconds and peak RSS (MiB).
 
     Adds ``error`` (the end of stderr) when the process died before reporting, and ``stderr`` always.
     """
-    result = subprocess.run([sys.executable, "-c", _FRESH_CONVERT, *args], capture_output=True, text=True, check=False)
-    lines = result.stdout.strip().splitlines()
+    out, err = process.communicate()
+    lines = out.strip().splitlines()
     if not lines or not lines[-1].startswith("{"):
-        return {"error": result.stderr[-2000:], "stderr": result.stderr}
-    return {**json.loads(lines[-1]), "stderr": result.stderr}
+        return {"error": err[-2000:], "stderr": err}
+    return {**json.loads(lines[-1]), "stderr": err}
+
+
+def convert_in_fresh_process(args: list[str]) -> dict[str, Any]:
+    """``bitedge convert ARGS`` in its own process (`cli_process_result`'s record)."""
+    return cli_process_result(start_cli_process(["convert", *args]))

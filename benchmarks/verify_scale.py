@@ -46,7 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import (
+    RESULTS,
+    cli_process_result,
+    machine_line,
+    pyplot,
+    save_json,
+    save_markdown,
+    start_cli_process,
+)
 
 from bitedge.bench.protocol import machine_info
 from bitedge.model.demo import DEMO_EVAL, DEMO_MODEL
@@ -54,14 +62,6 @@ from bitedge.model.loading import load_model
 from bitedge.model.modeling import BitForImageClassification
 
 COUNTS = (1_000, 10_000)
-_RUN = """
-import json, sys, time
-from bitedge.memory import peak_rss_mb
-from bitedge.cli import main
-start = time.perf_counter()
-code = main(sys.argv[1:])
-print(json.dumps({"exit_code": code, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mb()}))
-"""
 
 
 WIDE_CLASSES = 1000
@@ -134,24 +134,14 @@ def convert(root: Path, model: str, sources: list[tuple[str, Image.Image]]) -> P
     return artifact
 
 
-def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", _RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)  # fmt: skip
-
-
-def _finish(process: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = process.communicate()
-    lines = out.strip().splitlines()
-    if not lines or not lines[-1].startswith("{"):
-        raise RuntimeError(f"the process died: {err[-1500:]}")
-    return dict(json.loads(lines[-1]))
-
-
 def _flow(commands: list[list[list[str]]], env: dict[str, str]) -> dict[str, Any]:
     """Run ``commands`` as stages (the processes of a stage at once); wall time, peak RSS, last exit code."""
     start, peaks, code = time.perf_counter(), [], 0
     for stage in commands:
-        results = [_finish(p) for p in [_start(args, env) for args in stage]]
+        results = [cli_process_result(p) for p in [start_cli_process(args, env) for args in stage]]
+        for result in results:
+            if "error" in result:
+                raise RuntimeError(f"the process died: {result['error'][-1500:]}")
         peaks += [r["peak_rss_mib"] for r in results]
         code = results[-1]["exit_code"]
     return {"seconds": time.perf_counter() - start, "peak_rss_mib": max(peaks), "exit_code": code}
