@@ -113,22 +113,16 @@ class PerImage:
         if reference.shape != other.shape or reference.ndim != 2:
             raise ValueError(f"logit shapes differ: {reference.shape} vs {other.shape}")
         ref, out = reference.astype(np.float64), other.astype(np.float64)
-        finite = np.asarray(np.isfinite(out).all(axis=1))
-        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row fails the comparison as a whole
-            return cls._of(ref, out, finite)
-
-    @classmethod
-    def _of(cls, ref: np.ndarray, out: np.ndarray, finite: np.ndarray) -> PerImage:
-        diff = np.abs(out - ref)
         k = min(5, ref.shape[1])
         top_ref, top_out = np.argsort(-ref, axis=1)[:, :k], np.argsort(-out, axis=1)[:, :k]
         overlap = np.asarray([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)], np.float64)
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-        dot = (ref * out).sum(axis=1)
-        cosine = np.where(norms > 0, dot / np.maximum(norms, 1e-300), 1.0)
-        return cls(top_ref[:, 0].astype(np.int64), top_out[:, 0].astype(np.int64), overlap, diff.max(axis=1),
-                   diff.mean(axis=1), np.abs(ref).max(axis=1), cosine, (ref**2).sum(axis=1), (diff**2).sum(axis=1),
-                   finite)  # fmt: skip
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row fails the comparison as a whole
+            diff = np.abs(out - ref)
+            norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+            cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+            return cls(top_ref[:, 0].astype(np.int64), top_out[:, 0].astype(np.int64), overlap, diff.max(axis=1),
+                       diff.mean(axis=1), np.abs(ref).max(axis=1), cosine, (ref**2).sum(axis=1),
+                       (diff**2).sum(axis=1), np.asarray(np.isfinite(out).all(axis=1)))  # fmt: skip
 
     @classmethod
     def join(cls, parts: list[PerImage]) -> PerImage:
