@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -155,20 +154,31 @@ def _store(entry: Path, outputs: Outputs, images: ImageSet) -> None:
             np.savez(staging / INDEX, labels=labels, files=files, skipped=np.asarray(outputs.skipped, str),
                      classes=np.asarray(outputs.logits.classes))  # fmt: skip
             if entry.exists():  # a stale or damaged entry of the same key
-                shutil.rmtree(entry)
-            staging.rename(entry)
+                _remove(entry)
+            staging.rename(entry)  # fails, keeping what is there, if that was not an entry
         _evict(entry.parent)
 
 
 def _evict(folder: Path) -> None:
     """Drop the least recently used entries past ``MAX_CACHE_BYTES``."""
-    ours = [p for p in folder.iterdir() if KEY.fullmatch(p.name.removesuffix(".npz"))]  # only what bitedge named
-    entries = sorted(ours, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    entries = sorted((p for p in folder.iterdir() if _is_entry(p)), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     total = 0
     for entry in entries:
-        total += sum(f.stat().st_size for f in entry.iterdir()) if entry.is_dir() else entry.stat().st_size
-        if total > MAX_CACHE_BYTES or entry.suffix == ".npz":  # .npz: an entry of an older bitedge
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        total += sum(f.stat().st_size for f in entry.iterdir())
+        if total > MAX_CACHE_BYTES:
+            _remove(entry)
+
+
+def _is_entry(path: Path) -> bool:
+    """A folder bitedge wrote: named by a key, holding nothing but an entry's files."""
+    return (KEY.fullmatch(path.name) is not None and path.is_dir() and not path.is_symlink()
+            and {f.name for f in path.iterdir()} <= {LOGITS, INDEX})  # fmt: skip
+
+
+def _remove(entry: Path) -> None:
+    """Delete an entry's files, then its folder: never anything else (best effort)."""
+    if _is_entry(entry):
+        with contextlib.suppress(OSError):
+            for name in (LOGITS, INDEX):
+                (entry / name).unlink(missing_ok=True)
+            entry.rmdir()
