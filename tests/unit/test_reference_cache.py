@@ -90,3 +90,20 @@ def test_an_unchanged_listing_is_not_hashed_again(cache: Path, tmp_path: Path, m
     assert reference_key(model, images, model.image_processor) == key and read == []  # remembered: nothing read
     images.files[0].touch()  # a newer time: the listing changed, so the contents are hashed again
     assert reference_key(model, images, model.image_processor) != key and len(read) == len(images.files)
+
+
+def test_eviction_removes_only_folders_that_hold_nothing_but_an_entry(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bitedge.parity import reference_cache
+
+    ours, theirs = cache / ("a" * 64), cache / ("b" * 64)  # both named like keys
+    for folder in (ours, theirs):
+        folder.mkdir(parents=True)
+        (folder / "logits.f32").write_bytes(bytes(64))
+    (ours / "index.npz").write_bytes(bytes(8))
+    (theirs / "notes.txt").write_text("a user's file")
+    monkeypatch.setattr(reference_cache, "MAX_CACHE_BYTES", 0)  # every entry is over the limit
+    reference_cache._evict(cache)
+    assert not ours.exists()
+    assert (theirs / "notes.txt").read_text() == "a user's file" and (theirs / "logits.f32").exists()
