@@ -33,7 +33,7 @@ from bitedge.pipeline.checks import (
 )  # fmt: skip
 from bitedge.pipeline.options import ConvertRequest, parse_fallback
 from bitedge.pipeline.plan import Skipped, plan
-from bitedge.pipeline.result import Result
+from bitedge.pipeline.result import Failure, Result
 from bitedge.precisions import Precision, parse_precision
 
 if TYPE_CHECKING:
@@ -44,15 +44,17 @@ Log = Callable[[str], None]
 
 
 class Conversion(list[Result]):
-    """The artifacts one ``convert`` published (a list of ``Result``), and the targets it left out."""
+    """The artifacts one ``convert`` published (a list of ``Result``), the targets it left out (``skipped``)
+    and the artifacts whose target failed to build them (``failures``: nothing of them was published)."""
 
-    def __init__(self, results: Sequence[Result], skipped: Sequence[Skipped]) -> None:
+    def __init__(self, results: Sequence[Result], skipped: Sequence[Skipped], failures: Sequence[Failure] = ()) -> None:
         super().__init__(results)
         self.skipped = list(skipped)
+        self.failures = list(failures)
 
     @property
     def passed(self) -> bool:
-        return all(result.passed for result in self)
+        return not self.failures and all(result.passed for result in self)
 
 
 def convert(
@@ -130,10 +132,10 @@ def convert(
         log(f"skipping {skip.target}: {skip.reason}")
     from bitedge.pipeline.convert import convert as run
 
-    results = run(request, jobs, log=log)
-    if report and len(results) > 1:
+    results, failures = run(request, jobs, log=log)
+    if report and results and len(jobs) > 1:
         write_report(request.out, log=log)
-    return Conversion(results, skipped)
+    return Conversion(results, skipped, failures)
 
 
 def write_report(root: Path, *, log: Log) -> None:

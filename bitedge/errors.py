@@ -54,6 +54,10 @@ class ExportError(BitEdgeError):
     exit_code = 1
 
 
+class TargetError(ExportError):
+    """A target's own code (its converter or runner) failed: reported as that target's failure, naming it."""
+
+
 class ArtifactRefusedError(BitEdgeError):
     """An artifact failed its parity gate or changed since it was verified: using it needs an explicit flag."""
 

@@ -49,6 +49,20 @@ def peak_rss_since_reset_mb() -> float:
     raise OSError("no VmHWM in /proc/self/status")
 
 
+# How runtimes say an allocation failed: torch ("can't allocate memory"), onnxruntime ("Failed to allocate
+# memory"), OpenVINO and other C++ code ("std::bad_alloc"), numpy ("Unable to allocate"), the C library (ENOMEM).
+_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "cannot allocate memory",
+                  "unable to allocate", "out of memory")  # fmt: skip
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out (a ``MemoryError``, or a runtime's own words for it)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in _OUT_OF_MEMORY)
+
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

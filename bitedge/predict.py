@@ -62,6 +62,7 @@ def open_classifier(
     if (path / MANIFEST_NAME).is_file():
         from bitedge.artifacts.integrity import check_artifact
         from bitedge.converters import get_converter
+        from bitedge.converters.base import target_code
 
         manifest = Manifest.read(path)
         warnings = check_artifact(path, manifest, allow)
@@ -69,10 +70,11 @@ def open_classifier(
         converter.check_runtime()
         info: dict[str, Any] = {"kind": "artifact", "target": manifest.target, "precision": manifest.precision}
         if for_bench:
-            run, runtime = converter.bench_runner(path, manifest, threads=threads, runs=runs)
+            with target_code(manifest.target, "load the artifact in its runtime"):
+                run, runtime = converter.bench_runner(path, manifest, threads=threads, runs=runs)
             info |= {**runtime, "runs": runs or manifest.precision}
         else:
-            run = converter.load_runner(path, manifest, threads=threads)
+            run = converter.open_runner(path, manifest, threads=threads)
         processor = BitImageProcessor.from_dict(manifest.preprocessing)
         raw = manifest.input.raw_pixels
         description = f"{manifest.target} {manifest.precision}"

@@ -5,14 +5,27 @@ in the target's real runtime (``batch (N, 3, H, W) float32 -> logits (N, K) floa
 parity budgets. It declares its own options as a frozen dataclass (``Options``), whose fields become its
 command-line flags. Runtime imports (and torch) happen inside methods, so importing a target module is cheap:
 ``bitedge --help`` imports every target, and a missing runtime is reported as "install bitedge[<extra>]".
+
+What a target promises (``bitedge.testing.contract`` checks each, for built-in and outside targets alike):
+
+- ``convert`` never changes ``deploy``: one deploy graph feeds every artifact of a run, so ``deploy.half()``
+  or an in-place edit for fp16 would spoil the fp32 artifact after it. Work on a copy
+  (``copy.deepcopy(deploy)``) or on an exported graph. The pipeline checks: a target that changed the graph it
+  was given fails (an outside target is given its own copy, so it cannot spoil a built-in one).
+- A runner takes any number of images: an artifact with a fixed batch size (``spec.batch``, recorded as
+  ``manifest.input.batch``) wraps its runner in ``fixed_batch`` (pads to whole batches, then slices).
+- Failing is allowed, crashing bitedge is not: an exception out of ``convert``, ``load_runner`` or a runner
+  is reported as this target's failure, naming it (``target_code``); the run's other artifacts still build.
+  Raise a ``BitEdgeError`` (``ExportError``, ``BadInputError``...) with a message saying what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +34,7 @@ import numpy as np
 
 from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
 from bitedge.calibration.placement import SYMMETRIC_INT8, Placement
-from bitedge.errors import BadInputError, MissingRuntimeError
+from bitedge.errors import BadInputError, BitEdgeError, MissingRuntimeError, TargetError
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.parity.metrics import BUDGETS, Budget, Runner
 from bitedge.precisions import Precision
@@ -154,14 +167,23 @@ class Converter(ABC):
     ) -> ConvertedFiles:
         """Write the runtime's files for ``deploy`` into ``directory``.
 
-        Call ``release_weights()`` as soon as the runtime holds its own copy of the weights: the caller frees
+        ``deploy`` is shared by every artifact of the run: never change it (work on a copy). Call
+        ``release_weights()`` as soon as the runtime holds its own copy of the weights: the caller frees
         ``deploy``'s (and the simulated model's) weights there when nothing later needs them, so a large model
         never sits in memory three times. ``deploy`` must not be used after the call.
         """
 
     @abstractmethod
     def load_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
-        """The artifact, loaded in its real runtime, as ``batch -> logits`` (the verified configuration)."""
+        """The artifact, loaded in its real runtime, as ``batch -> logits`` (the verified configuration); for
+        any number of images (``fixed_batch`` adapts an artifact with a fixed batch size)."""
+
+    def open_runner(self, directory: Path, manifest: Manifest, *, threads: int | None = None) -> Runner:
+        """``load_runner`` as bitedge calls it: for any number of images, and an exception of the target's own
+        code (loading or running) reported as this target's failure (``target_code``)."""
+        with target_code(self.name, "load the artifact in its runtime"):
+            run = self.load_runner(directory, manifest, threads=threads)
+        return TargetRunner(self.name, run, batch=manifest.input.batch)
 
     def bench_precisions(self, manifest: Manifest) -> tuple[str, ...]:
         """The precisions this artifact actually runs in here, as a deployment may run it: one bench row each.
@@ -200,3 +222,38 @@ def fixed_batch(run: Runner, batch: int | None) -> Runner:
         return np.concatenate(outputs)
 
     return chunked
+
+
+class TargetRunner:
+    """A target's runner whose exceptions are that target's failure (``target_code``), for any number of images
+    when its artifact has a fixed ``batch``; what the runner noted (``notes``) stays readable."""
+
+    def __init__(self, name: str, run: Runner, *, batch: int | None = None) -> None:
+        self.name, self.run, self.batched = name, run, fixed_batch(run, batch)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(getattr(self.run, "notes", []))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        with target_code(self.name, "run the artifact"):
+            return self.batched(pixels)
+
+
+@contextlib.contextmanager
+def target_code(name: str, what: str) -> Iterator[None]:
+    """Run a target's own code (``what`` it does, e.g. "convert the model"): an exception it raises becomes a
+    ``TargetError`` naming the target, never "a bug in bitedge". bitedge's own errors, a memory or disk
+    failure and Ctrl-C pass through unchanged."""
+    from bitedge.memory import is_out_of_memory
+
+    try:
+        yield
+    except (BitEdgeError, KeyboardInterrupt, GeneratorExit, OSError):
+        raise
+    except BaseException as exc:  # a target's bug, even sys.exit(): its failure, not bitedge's
+        if is_out_of_memory(exc):
+            raise
+        said = "sys.exit()" if isinstance(exc, SystemExit) else type(exc).__name__
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise TargetError(f"the {name} target failed to {what} ({said}{': ' + first if first else ''})") from exc

@@ -30,7 +30,12 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors=ESCAPE)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    from bitedge.converters.registry import problems
+
+    for problem in problems():  # an outside target left out: said once, in one line, and nothing breaks
+        print(f"bitedge: warning: {problem}", file=sys.stderr)
+    args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     from bitedge.errors import BitEdgeError
 
@@ -52,15 +57,17 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
             return exc.exit_code
         if debug:
             raise
+        from bitedge.memory import is_out_of_memory
+
+        if is_out_of_memory(exc):  # torch, onnxruntime and OpenVINO say it in their own words
+            print(
+                "bitedge: error: memory ran out; lower --batch or --image-size, use fewer --workers or --threads, or "
+                "a smaller model, or free memory (nothing was left half-written)", file=sys.stderr,
+            )  # fmt: skip
+            return 1
         if isinstance(exc, OSError):  # the machine, not the input: a full disk, a file-size limit, ...
             where = f"{exc.filename}: " if exc.filename else ""
             print(f"bitedge: error: {where}{exc.strerror or exc}; {_os_error_hint(exc)}", file=sys.stderr)
-            return 1
-        if isinstance(exc, MemoryError):
-            print(
-                "bitedge: error: out of memory; use a smaller --image-size, --batch or model (nothing was left "
-                "half-written)", file=sys.stderr,
-            )  # fmt: skip
             return 1
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         print(

@@ -99,9 +99,11 @@ def run_convert(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for result in results:
         print("\n".join(result.report.summary_lines()))
-    print(_table(results, [(s.target, s.reason) for s in results.skipped]))
-    root = args.out if len(results) > 1 else None
-    if args.bench:
+    print(_table(results, [(s.target, s.reason) for s in results.skipped], results.failures))
+    for failure in results.failures:
+        print(f"bitedge: error: {failure.target} {failure.precision}: {failure.reason}", file=sys.stderr)
+    root = args.out if results and len(results) + len(results.failures) > 1 else None
+    if args.bench and results:
         from bitedge.artifacts.integrity import Allowances
         from bitedge.bench.protocol import Protocol
         from bitedge.bench.run import bench, table, write
@@ -236,8 +238,8 @@ def _print_verdict(result: Any) -> int:
     return 0 if result.passed else 1
 
 
-def _table(results: list[Any], skipped: list[tuple[str, str]]) -> str:
-    """The closing summary: one line per artifact (and per skipped target)."""
+def _table(results: list[Any], skipped: list[tuple[str, str]], failures: Any = ()) -> str:
+    """The closing summary: one line per artifact (and per skipped target, per artifact not built)."""
     rows = [("artifact", "status", "top-1 agree", "max |Δ|", "accuracy (float -> artifact)")]
     for r in results:
         m = r.report.comparisons[0].metrics
@@ -246,6 +248,7 @@ def _table(results: list[Any], skipped: list[tuple[str, str]]) -> str:
             accuracy = f"{m.reference_accuracy:.2f}% -> {m.artifact_accuracy:.2f}%"
         status = "pass" if r.report.passed else "FAIL (kept, marked failed)"
         rows.append((str(r.directory), status, f"{m.top1_agreement:.2%}", f"{m.max_abs_diff:.2e}", accuracy))
+    rows += [(str(f.directory), "FAILED to build (nothing published)", "-", "-", "-") for f in failures]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines + [f"skipped {target}: {reason}" for target, reason in skipped])

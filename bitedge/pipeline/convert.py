@@ -5,7 +5,9 @@ publish.
 calibration source, the images), loads and folds the model once, calibrates once if any artifact is int8,
 then builds each artifact in a temp directory, runs the parity gate in the target's real runtime, writes the
 manifest and reports, and only then moves the artifact into place. A parity failure still publishes the
-artifact (status "failed"), beside a passing one it never replaces; the caller decides the exit code.
+artifact (status "failed"), beside a passing one it never replaces; the caller decides the exit code. A
+target whose own code fails (``ExportError``, ``TargetError``) fails that artifact alone: nothing of it is
+published, the others still build. The shared deploy graph is checked after each converter (``guard``).
 
 Memory: the float reference runs before folding, so its activations never sit on two weight copies; after
 folding, the folded copy is the only one; the last artifact's converter frees it (``release_weights``) as
@@ -15,6 +17,7 @@ soon as its runtime holds its own copy.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +32,9 @@ from bitedge.calibration.placement import Placement
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
-from bitedge.converters.base import ConvertedFiles, ExportSpec, keep_weights
-from bitedge.errors import BadInputError, CalibrationError
+from bitedge.converters.base import ConvertedFiles, ExportSpec, TargetRunner, keep_weights, target_code
+from bitedge.converters.registry import is_builtin
+from bitedge.errors import BadInputError, BitEdgeError, CalibrationError, ExportError, TargetError
 from bitedge.fold import fold
 from bitedge.memory import current_rss_mb, peak_rss_mb
 from bitedge.model.image_processor import resolve_processor
@@ -39,6 +43,7 @@ from bitedge.parity.gate import Outputs, record, run_parity, simulated_outputs
 from bitedge.parity.images import scan_images
 from bitedge.parity.metrics import Budget
 from bitedge.parity.reference_cache import cached_reference_outputs
+from bitedge.pipeline.guard import changes, fingerprint
 from bitedge.pipeline.int8 import (
     TABLE_FILE,
     calibration_batches,
@@ -51,14 +56,17 @@ from bitedge.pipeline.int8 import (
 from bitedge.pipeline.options import ConvertRequest, Fallback
 from bitedge.pipeline.plan import Job
 from bitedge.pipeline.provenance import build_manifest, file_metadata
-from bitedge.pipeline.result import Result
+from bitedge.pipeline.result import Failure, Result
 from bitedge.precisions import Precision
 
 Log = Callable[[str], None]
 
 
-def convert(request: ConvertRequest, jobs: list[Job], *, log: Log = lambda _: None) -> list[Result]:
-    """Build, verify and publish every job's artifact from one loaded, folded model."""
+def convert(
+    request: ConvertRequest, jobs: list[Job], *, log: Log = lambda _: None
+) -> tuple[list[Result], list[Failure]]:
+    """Build, verify and publish every job's artifact from one loaded, folded model: the published artifacts,
+    and the jobs whose target failed to build or run one."""
     calibration = request.calibration
     inputs = [Path(request.model), request.eval_images]
     inputs += [p for p in (calibration.images, calibration.table) if p is not None] if calibration else []
@@ -72,7 +80,8 @@ def convert(request: ConvertRequest, jobs: list[Job], *, log: Log = lambda _: No
             conversion.run_reference()
             conversion.fold()
             conversion.calibrate()
-            return [conversion.build(job) for job in jobs]
+            built = [conversion.build(job) for job in jobs]
+            return [b for b in built if isinstance(b, Result)], [b for b in built if isinstance(b, Failure)]
     finally:
         if created_root is not None:
             _remove_if_empty(created_root)
@@ -153,12 +162,18 @@ class _Conversion:
         search = search_set(self.deploy, self.images, self.processor, raw_pixels=raw)
         return fallback(self.deploy, table, checks, search, log=self.log).table
 
-    def build(self, job: Job) -> Result:
-        """Export one artifact, gate it in its runtime, publish it (beside a passing one if it failed)."""
+    def build(self, job: Job) -> Result | Failure:
+        """Export one artifact, gate it in its runtime, publish it (beside a passing one if it failed); a
+        target that fails to build or run it publishes nothing."""
         interrupts.check()
-        with atomic_directory(job.directory, overwrite=self.request.overwrite) as staged:
-            converted = self._export(job, staged.path)
-            result = self._gate(job, staged, converted)
+        try:
+            with atomic_directory(job.directory, overwrite=self.request.overwrite) as staged:
+                converted = self._export(job, staged.path)
+                result = self._gate(job, staged, converted)
+        except ExportError as exc:
+            interrupts.check()  # a runtime's rewrapped Ctrl-C is an interruption, not the target's failure
+            self.log(f"{job.target} {job.precision} FAILED to build: {exc}")
+            return Failure(job.target, job.precision, job.directory, str(exc))
         directory = job.directory
         if staged.published is not None and staged.published != job.directory.absolute():
             directory = staged.published
@@ -175,9 +190,25 @@ class _Conversion:
                 self._simulated_outputs(job)  # while the simulated model's weights still exist
             release = self._release_folded
         self.log(f"converting to {job.target} {job.precision}{_memory()}")
-        converted = get_converter(job.target).convert(
-            self.deploy, tmp, precision=job.precision, spec=spec, release_weights=release
-        )
+        # an outside target gets its own copy: whatever it does, the built-ins after it get the graph intact
+        own = not last and not is_builtin(job.target)
+        deploy = copy.deepcopy(self.deploy) if own else self.deploy
+        if own and spec.simulated is not None:
+            spec = replace(spec, simulated=copy.deepcopy(spec.simulated))
+        before = None if last else fingerprint(deploy)
+        with target_code(job.target, f"convert to {job.precision}"):
+            converted = get_converter(job.target).convert(
+                deploy, tmp, precision=job.precision, spec=spec, release_weights=release
+            )
+        changed = changes(before, fingerprint(deploy)) if before is not None else []
+        if changed:
+            what = (
+                f"the {job.target} target changed the deploy graph it was given ({', '.join(changed[:3])}), "
+                "which every artifact of a run shares; a converter must work on a copy (docs/design.md)"
+            )
+            if own:
+                raise TargetError(what)
+            raise BitEdgeError(f"{what}: stopping, since the artifacts after it would be built from a changed model")
         if last:
             self._release_folded()  # whether or not the converter did: the runtime's copy is the only one now
         if job.precision == Precision.INT8 and self.table is not None:
@@ -198,10 +229,12 @@ class _Conversion:
         manifest.hash_files(tmp)
         simulated = self._simulated_outputs(job) if converted.simulated_reference else None
         self.log(f"verifying {job.target} {job.precision} in its runtime on {len(self.images.files)} images{_memory()}")
+        with target_code(job.target, "load the artifact in its runtime"):
+            extra = converter.informational_runners(tmp, manifest)
         report = run_parity(
-            self.reference, converter.load_runner(tmp, manifest, threads=self.request.threads), self.images,
+            self.reference, converter.open_runner(tmp, manifest, threads=self.request.threads), self.images,
             self.processor, manifest, budget=self.budget(job), simulated=simulated,
-            extra_runners=converter.informational_runners(tmp, manifest), notes=converted.notes,
+            extra_runners={name: TargetRunner(job.target, run) for name, run in extra.items()}, notes=converted.notes,
         )  # fmt: skip
         record(tmp, manifest, report, self.images)
         staged.passed = report.passed

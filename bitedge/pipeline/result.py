@@ -1,4 +1,5 @@
-"""What converting or verifying one artifact gives back: where it is, its manifest, its parity report."""
+"""What converting or verifying one artifact gives back: where it is, its manifest, its parity report; or,
+when its target failed to build it, why."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from bitedge.artifacts.manifest import Manifest
 from bitedge.parity.metrics import ParityReport
+from bitedge.precisions import Precision
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,17 @@ class Result:
     def passed(self) -> bool:
         """Whether the artifact met every gated parity budget in its runtime."""
         return self.report.passed
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An artifact that was not built: its target's own code failed (nothing of it was published)."""
+
+    target: str
+    precision: Precision
+    directory: Path  # where it would have gone
+    reason: str  # names the target and what failed
+
+    @property
+    def passed(self) -> bool:
+        return False

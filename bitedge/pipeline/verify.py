@@ -18,6 +18,7 @@ from bitedge.artifacts.records import parse_record
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
+from bitedge.converters.base import TargetRunner, target_code
 from bitedge.errors import BadInputError
 from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
@@ -88,9 +89,11 @@ def verify(
     limits = (budget or BudgetOverride()).apply(
         _recorded_budget(directory, manifest, converter.budget(Precision(manifest.precision)))
     )
-    runner = converter.load_runner(directory, manifest, threads=threads)
-    artifact, others, notes = artifact_outputs(runner, images, processor, manifest,
-                                        extra_runners=converter.informational_runners(directory, manifest))  # fmt: skip
+    runner = converter.open_runner(directory, manifest, threads=threads)
+    with target_code(manifest.target, "load the artifact in its runtime"):
+        extra = converter.informational_runners(directory, manifest)
+    extra = {name: TargetRunner(manifest.target, run) for name, run in extra.items()}
+    artifact, others, notes = artifact_outputs(runner, images, processor, manifest, extra_runners=extra)
     evidence = gather(reference, artifact, simulated=simulated, others=others)
     report = parity_report(evidence, manifest, budget=limits, notes=notes, images_note=images.note)
     if shard is not None and partial_out is not None:
