@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bitedge.arguments import checked
 from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
 from bitedge.engines import Engine, parse_engine
@@ -57,6 +58,7 @@ class Conversion(list[Result]):
         return not self.failures and all(result.passed for result in self)
 
 
+@checked
 def convert(
     model: str | Path = DEMO_MODEL,
     out: str | Path = "bitedge-artifacts",
@@ -148,10 +150,12 @@ def write_report(root: Path, *, log: Log) -> None:
         log(f"warning: {problem}")
 
 
+@checked
 def verify(
     directory: str | Path,
     eval_images: str | Path | None = None,
     *,
+    model: str | Path | None = None,
     threads: int | None = None,
     min_top1_agreement: float | None = None,
     min_cosine: float | None = None,
@@ -167,7 +171,8 @@ def verify(
 
     ``shard="I/N"`` with ``partial_out``: run only shard I of N (counted from 0) of the sorted images and write
     its partial result there, leaving the artifact as it is; ``merge`` then records the whole verdict.
-    ``engine="ray"`` runs ``workers`` shards as Ray actors and merges them (the same verdict as ``"local"``)."""
+    ``engine="ray"`` runs ``workers`` shards as Ray actors and merges them (the same verdict as ``"local"``).
+    ``model``: where the artifact's source checkpoint is now, when it moved (checked by its sha256)."""
     from bitedge.parity.shards import ShardSpec
     from bitedge.pipeline.verify import verify as run
 
@@ -178,6 +183,7 @@ def verify(
     if out is not None:
         check_partial_destination(out)
     images = Path(eval_images) if eval_images is not None else None
+    model_path = Path(model) if model is not None else None
     threads = check_positive("threads", threads)
     budget = BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop)
     if parse_engine(engine) == Engine.RAY:
@@ -186,14 +192,15 @@ def verify(
         from bitedge.pipeline.ray_engine import verify_on_ray
 
         count = check_positive("workers", workers) or 2
-        return verify_on_ray(Path(directory), eval_images=images, workers=count, threads=threads, budget=budget,
-                             log=log or (lambda _: None))  # fmt: skip
+        return verify_on_ray(Path(directory), model_path=model_path, eval_images=images, workers=count,
+                             threads=threads, budget=budget, log=log or (lambda _: None))  # fmt: skip
     if workers is not None:
         raise BadInputError("--workers sizes the Ray engine: add --engine ray, or drop --workers")
-    return run(Path(directory), eval_images=images, threads=threads, budget=budget, shard=spec, partial_out=out,
-               log=log or (lambda _: None))  # fmt: skip
+    return run(Path(directory), model_path=model_path, eval_images=images, threads=threads, budget=budget,
+               shard=spec, partial_out=out, log=log or (lambda _: None))  # fmt: skip
 
 
+@checked
 def merge(directory: str | Path, partials: Sequence[str | Path], *, log: Log | None = None) -> Result:
     """Record the parity verdict of the artifact in ``directory`` from the partial results of all its shards
     (``verify(..., shard=..., partial_out=...)``): the same report and verdict as one unsharded ``verify``."""
@@ -204,6 +211,7 @@ def merge(directory: str | Path, partials: Sequence[str | Path], *, log: Log | N
     return merge_partials(Path(directory), [Path(p) for p in partials], log=log or (lambda _: None))
 
 
+@checked
 def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:
     """Build what an artifact needs on the device that runs it (TensorRT's engine, from its bundle), record
     the new files in its manifest, and verify it again with them."""
@@ -219,6 +227,7 @@ def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:
     return verify(directory, log=log)
 
 
+@checked
 def calibrate(
     model: str | Path = DEMO_MODEL,
     out: str | Path = "calibration.json",
@@ -258,6 +267,7 @@ def calibrate(
     return table
 
 
+@checked
 def sensitivity(
     model: str | Path = DEMO_MODEL,
     out: str | Path = "bitedge-sensitivity",

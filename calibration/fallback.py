@@ -13,7 +13,8 @@ per placement and budget), so the decision holds for all of them:
 The margin (``with_margin``): the simulated model must clear each limit by a quarter of the distance from
 the limit to perfect (99 % top-1 agreement -> 99.25 %; a 1-point accuracy drop -> 0.75), because the artifact
 differs from the simulated model by rounding ties (``artifact vs simulated`` is gated at 99.5 % itself).
-If the search ends with every layer float and still misses, ``FallbackError`` says so.
+If only every layer in float meets the budget (or not even that), ``FallbackError`` says that the budget
+cannot be met with any layer in int8: an artifact with nothing in int8 would be a float model in disguise.
 """
 
 from __future__ import annotations
@@ -134,11 +135,14 @@ def search_float_layers(
         table = table.keep_float([layer])
         steps.append(score(table, layer)[0])
         log(_describe(steps[-1], f"+ {layer} in float"))
-        if steps[-1].meets:
+        if steps[-1].meets and table.layers:
             return _result(table, steps, ranking, len(search), len(ranking_set), checks)
+    # every layer float: an "int8" artifact with nothing in int8 is a float model under another name
+    found = (f"the simulated model meets it only with all {len(ranking)} quantized layers in float" if steps[-1].meets
+             else f"even with all {len(ranking)} in float it misses it ({'; '.join(steps[-1].failures)})")  # fmt: skip
     raise FallbackError(
-        f"even with all {len(ranking)} quantized layers in float the simulated model misses the budget "
-        f"({'; '.join(steps[-1].failures)}): int8 cannot meet it; loosen the budget or use a float precision"
+        f"the budget cannot be met with any layer in int8: {found}; loosen the budget (--min-top1-agreement, "
+        "--min-cosine, --max-accuracy-drop), or use fp16 or fp32"
     )
 
 

@@ -25,14 +25,18 @@ def quantizable_layers(deploy: nn.Module) -> list[str]:
     return [name for name, m in deploy.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
-def select_layers(deploy: nn.Module, exclude: list[str]) -> tuple[list[str], list[str]]:
-    """(quantized, excluded) layer names; an ``exclude`` entry that matches no layer is an error."""
+def select_layers(deploy: nn.Module, exclude: list[str], *, source: str = "--exclude") -> tuple[list[str], list[str]]:
+    """(quantized, excluded) layer names; an ``exclude`` entry that matches no layer is an error blamed on
+    ``source`` (the flag, or the calibration table that lists it)."""
     layers = quantizable_layers(deploy)
     prefixes = [ALIASES.get(e, e) for e in exclude]
     unmatched = [e for e, p in zip(exclude, prefixes, strict=True) if not any(_under(n, p) for n in layers)]
     if unmatched:
         examples = ", ".join(["stem", "head", *layers[1:3]])
-        raise BadInputError(f"--exclude {', '.join(unmatched)} matches no layer; e.g. {examples}")
+        if source == "--exclude":
+            raise BadInputError(f"--exclude {', '.join(unmatched)} matches no layer; e.g. {examples}")
+        raise BadInputError(f"{source}: its excluded layers {', '.join(unmatched)} are not layers of this model (made "
+                            "for another model, or edited): calibrate again with bitedge calibrate")  # fmt: skip
     excluded = [n for n in layers if any(_under(n, p) for p in prefixes)]
     return [n for n in layers if n not in excluded], excluded
 

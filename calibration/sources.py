@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bitedge.errors import BadInputError, CalibrationError, ImageError
+from bitedge.errors import BadInputError, ImageError
 from bitedge.hashing import sha256_file
 from bitedge.model.image_processor import IMAGE_SUFFIXES, BitImageProcessor, error_at, to_rgb_array
 
@@ -79,10 +79,11 @@ class CalibrationData:
                 batch = []
         if batch:
             yield np.stack(batch)
-        if self.manifest.used == 0:
-            raise CalibrationError(
-                f"{self.manifest.source}: none of the {len(self.paths)} calibration images is usable "
-                "(--strict-images shows why the first is not)"
+        if self.manifest.used == 0:  # the user's data, not bitedge's doing: bad input
+            first = f", e.g. {self.manifest.skipped[0]}" if self.manifest.skipped else ""
+            raise BadInputError(
+                f"{self.manifest.source}: none of the {len(self.paths)} calibration images is usable{first}; give "
+                "readable images (--strict-images stops at the first bad one)"
             )
 
     def _array_batches(self, array_path: Path, batch_size: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -118,7 +119,9 @@ def open_calibration(
     else:
         raise BadInputError(f"{path}: no such calibration source; give a folder of images, a .txt list or .npy/.npz")
     if not files:
-        raise CalibrationError(f"{path}: no calibration images found")
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise BadInputError(f"{path}: no calibration images found ({suffixes}); give a folder of images, a .txt list "
+                            "or a .npy/.npz of preprocessed pixels")  # fmt: skip
     chosen = _sample(files, size, seed)
     manifest = CalibrationManifest(
         str(path), "images", seed, size, files=[{"path": str(p), "sha256": sha256_file(p)} for p in chosen]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bitedge.artifacts.records import parse_record
+from bitedge.calibration import METHODS
 from bitedge.errors import BadInputError
 from bitedge.fileio import write_json_atomic
 
@@ -65,15 +66,18 @@ class CalibrationTable:
             raise BadInputError(f"{path}: no such calibration table; write one with bitedge calibrate") from None
         except (OSError, ValueError) as exc:
             raise BadInputError(f"{path}: not a bitedge calibration table ({exc})") from None
-        if isinstance(data, dict) and data.get("version") != TABLE_VERSION and "amax" in data:
+        if isinstance(data, dict) and ("amax" in data or data.get("version", TABLE_VERSION) != TABLE_VERSION):
+            version = data.get("version", 1)
+            older = "records only convolution-input ranges, and " if version == 1 else ""
             raise BadInputError(
-                f"{path}: calibration table format {data.get('version')} records only convolution-input ranges; "
-                f"this bitedge places Q/DQ per target (inputs and outputs) and needs format {TABLE_VERSION}: "
-                "write a new one with bitedge calibrate (or convert with --calibration IMAGES)"
+                f"{path}: calibration table format {version!r} {older}is not the format this bitedge reads "
+                f"({TABLE_VERSION}: ranges of every layer's input and output, placed per target): calibrate again "
+                "with bitedge calibrate (or convert with --calibration IMAGES)"
             )
         table = parse_record(cls, data, str(path))
-        if table.version != TABLE_VERSION:
-            raise BadInputError(f"{path}: table format {table.version}, this bitedge reads {TABLE_VERSION}")
+        if table.method not in METHODS:
+            raise BadInputError(f"{path}: unknown calibration method {table.method!r} (bitedge's are "
+                                f"{', '.join(METHODS)}): not a table bitedge wrote; calibrate again")  # fmt: skip
         for name, sites in table.layers.items():
             for site in SITES:
                 r = sites.get(site)

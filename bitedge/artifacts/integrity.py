@@ -1,8 +1,9 @@
 """Integrity on every use: an artifact is run only if it is the one that was verified, and it passed.
 
 ``predict``, ``bench`` and ``report`` call :func:`check_artifact` before they use an artifact. It compares
-every file with the sha256 recorded in ``bitedge.json`` when the artifact was written, and reads the status
-its parity gate recorded. Hashing a multi-GB model on every call would be slow, so digests are cached per
+every file with the sha256 recorded in ``bitedge.json`` when the artifact was written, checks the manifest's
+own seal (its labels, preprocessing, status... as bitedge wrote them), and reads the status its parity gate
+recorded. Hashing a multi-GB model on every call would be slow, so digests are cached per
 file, keyed by path, size, mtime, ctime and inode (ctime cannot be set back by a user, so an edit that
 restores the mtime still invalidates the entry). The cache lives in ``$BITEDGE_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/bitedge`` or ``~/.cache/bitedge``); if it cannot be written, files are simply hashed again.
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bitedge.artifacts.manifest import Manifest
+from bitedge.artifacts.manifest import Manifest, seal_state
+from bitedge.artifacts.ownership import MANIFEST_NAME
 from bitedge.errors import ArtifactRefusedError
 from bitedge.hashing import sha256_file
 
@@ -89,10 +91,12 @@ def _save(path: Path, cache: dict[str, Any]) -> None:
 
 
 def changed_files(directory: Path, manifest: Manifest) -> list[str]:
-    """Files whose content differs from the sha256 recorded in the manifest (missing ones included)."""
+    """Files whose content differs from the sha256 recorded in the manifest (missing ones included), and
+    ``bitedge.json`` itself if a field of it was edited since bitedge wrote it (its seal is broken)."""
     paths = {name: directory / name for name in manifest.files if name in manifest.file_sha256}
     digests = cached_sha256(list(paths.values()))
-    return [name for name, path in paths.items() if digests[path] != manifest.file_sha256[name]]
+    changed = [name for name, path in paths.items() if digests[path] != manifest.file_sha256[name]]
+    return [*changed, MANIFEST_NAME] if seal_state(directory) == "broken" else changed
 
 
 def check_artifact(directory: Path, manifest: Manifest, allow: Allowances) -> list[str]:
@@ -110,6 +114,11 @@ def check_artifact(directory: Path, manifest: Manifest, allow: Allowances) -> li
     if allow.modified:
         warnings.append(f"{directory}: file hashes not checked (--no-verify-hashes)")
         return warnings
+    if seal_state(directory) == "missing":
+        raise ArtifactRefusedError(
+            f"{directory}: bitedge.json carries no seal (an older bitedge wrote it), so its labels and settings "
+            f"cannot be checked; run `bitedge verify {directory}` to check and seal it, or pass --no-verify-hashes"
+        )
     unrecorded = [name for name in manifest.files if name not in manifest.file_sha256]
     if unrecorded:
         raise ArtifactRefusedError(
@@ -119,7 +128,16 @@ def check_artifact(directory: Path, manifest: Manifest, allow: Allowances) -> li
     changed = changed_files(directory, manifest)
     if changed:
         raise ArtifactRefusedError(
-            f"{directory}: {', '.join(changed[:3])} changed since the artifact was verified (sha256 differs from "
-            "bitedge.json); convert again, or pass --no-verify-hashes to use it anyway"
+            f"{directory}: {describe_changes(changed)}; convert again, or pass --no-verify-hashes to use it anyway"
         )
     return warnings
+
+
+def describe_changes(changed: list[str]) -> str:
+    """What ``changed_files`` found, in words."""
+    files = [name for name in changed if name != MANIFEST_NAME]
+    parts = [f"{', '.join(files[:3])} changed since the artifact was verified (sha256 differs from bitedge.json)"]
+    if MANIFEST_NAME in changed:
+        parts.append("bitedge.json was edited since bitedge wrote it (its seal does not hold: its labels, "
+                     "preprocessing or status may not be the verified ones)")  # fmt: skip
+    return "; ".join(parts[0 if files else 1 :])

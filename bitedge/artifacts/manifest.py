@@ -4,12 +4,18 @@ Read once, at the boundary (:meth:`Manifest.read`): a file that is not JSON, mis
 of the wrong type, lists a file outside its directory, or was written by a newer schema is a
 ``BadInputError`` naming the problem, never a traceback later.
 
+Sealed: bitedge writes the sha256 of everything else in the file as ``seal`` (``Manifest.write``), so a
+field edited by hand (labels, preprocessing, status, ...) shows, like a changed model file
+(``integrity.changed_files``; ``seal_state`` tells).
+
 Schema history: 1 (bitedge 0.1: the same fields, the calibration record without a schema of its own) reads
-as 2; 2 adds nothing a reader of 1 needs, it makes the records typed.
+as 2; 2 adds nothing a reader of 1 needs, it makes the records typed; 3 adds the seal (a manifest of 2 reads,
+unsealed, until ``bitedge verify`` checks and seals it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +28,8 @@ from bitedge.errors import BadInputError
 from bitedge.fileio import write_json_atomic
 from bitedge.hashing import sha256_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+SEAL = "seal"  # the manifest's field holding the sha256 of the rest
 STATUSES = ("passed", "failed", "unverified")
 NORMALIZATIONS = ("caller", "stem", "runtime")
 
@@ -109,6 +116,7 @@ class Manifest:
     status: str = "unverified"  # one of STATUSES
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format_version: int = SCHEMA_VERSION
+    seal: str | None = None  # sha256 of every other field as written (None: an older bitedge wrote it)
 
     def hash_files(self, directory: Path) -> None:
         """Record the sha256 of every artifact file (they are complete: the converter has returned)."""
@@ -118,6 +126,9 @@ class Manifest:
         return asdict(self)
 
     def write(self, directory: Path) -> Path:
+        """Write ``bitedge.json``, sealed."""
+        self.format_version = SCHEMA_VERSION
+        self.seal = seal_of(self.to_dict())
         return write_json_atomic(directory / MANIFEST_NAME, self.to_dict())
 
     @classmethod
@@ -158,6 +169,25 @@ class Manifest:
         missing = [name for name in self.files if not (directory / name).is_file()]
         if missing:
             raise BadInputError(f"{directory}: artifact files missing: {', '.join(missing)}; convert again")
+
+
+def seal_of(data: dict[str, Any]) -> str:
+    """The sha256 of a manifest's fields but its seal, as JSON reads them back (sorted keys, no spaces)."""
+    content = {k: v for k, v in json.loads(json.dumps(data, default=str)).items() if k != SEAL}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_state(directory: Path) -> str:
+    """``"holds"``, ``"broken"`` (a field changed since bitedge wrote it) or ``"missing"`` (an older bitedge's
+    manifest, or one whose seal was removed) for the ``bitedge.json`` in ``directory``, as it is on disk."""
+    try:
+        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "broken"
+    recorded = data.get(SEAL) if isinstance(data, dict) else None
+    if not isinstance(recorded, str):
+        return "missing"
+    return "holds" if recorded == seal_of(data) else "broken"
 
 
 def _inside(name: str) -> bool:

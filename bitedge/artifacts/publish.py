@@ -37,6 +37,13 @@ def check_destination(final: Path, *, overwrite: bool) -> None:
     ``ownership``); an empty directory is used as is. ``final.failed``, where a failing rebuild of a passing
     artifact goes, must be bitedge's own too if it exists.
     """
+    try:
+        os.fsencode(final.absolute()).decode("utf-8")
+    except UnicodeDecodeError:  # onnxruntime, OpenVINO and others take paths only as UTF-8 strings
+        raise BadInputError(
+            f"{final}: the path is not valid UTF-8, and the runtimes cannot open files under it; choose an --out "
+            "whose name (and folders) are UTF-8"
+        ) from None
     if final.exists() or final.is_symlink():
         if final.is_symlink() or not final.is_dir():
             raise BadInputError(f"{final}: exists and is not a directory; choose another --out")

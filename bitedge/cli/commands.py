@@ -18,11 +18,22 @@ def run_inspect(args: argparse.Namespace) -> int:
     from bitedge.artifacts.ownership import MANIFEST_NAME
 
     if (Path(args.model) / MANIFEST_NAME).is_file():
+        from bitedge.artifacts.integrity import changed_files, describe_changes
+        from bitedge.artifacts.manifest import seal_state
+
         manifest = Manifest.read(args.model)
+        changed = changed_files(Path(args.model), manifest)
+        integrity = {"changed": changed, "seal": seal_state(Path(args.model))}
         if args.json:
-            print(json.dumps(manifest.to_dict(), indent=2, default=str))
+            print(json.dumps({**manifest.to_dict(), "integrity": integrity}, indent=2, default=str))
+            return 0
+        if changed:
+            verdict = f"MODIFIED: {describe_changes(changed)}"
+        elif integrity["seal"] == "missing":
+            verdict = "files intact; bitedge.json unsealed (an older bitedge wrote it: bitedge verify seals it)"
         else:
-            print("\n".join(_artifact_lines(manifest)))
+            verdict = f"intact ({len(manifest.files)} files match their sha256, bitedge.json sealed)"
+        print("\n".join([*_artifact_lines(manifest), f"{'integrity':<12} {verdict}"]))
         return 0
     from bitedge.model.loading import load_model
     from bitedge.model.presets import PRESETS
@@ -209,14 +220,15 @@ def run_verify(args: argparse.Namespace) -> int:
     from bitedge.errors import BadInputError
 
     if args.merge:
-        given = [flag for flag, value in (("--eval", args.eval_images), ("--shard", args.shard),
-                 ("--partial-out", args.partial_out), ("--threads", args.threads)) if value is not None]  # fmt: skip
+        flags = (("--eval", args.eval_images), ("--model", args.model), ("--shard", args.shard),
+                 ("--partial-out", args.partial_out), ("--threads", args.threads))  # fmt: skip
+        given = [flag for flag, value in flags if value is not None]
         given += [f"--{k.replace('_', '-')}" for k, v in _budget_kwargs(args).items() if v is not None]
         if given:
             raise BadInputError(f"--merge records what the shards measured; {', '.join(given)} would be ignored: "
                                 "give them to the shards")  # fmt: skip
         return _print_verdict(merge(args.artifact, args.merge, log=_log))
-    result = verify(args.artifact, args.eval_images, threads=args.threads, shard=args.shard,
+    result = verify(args.artifact, args.eval_images, model=args.model, threads=args.threads, shard=args.shard,
                     partial_out=args.partial_out, engine=args.engine, workers=args.workers, log=_log,
                     **_budget_kwargs(args))  # fmt: skip
     if args.shard is not None:  # a shard's numbers are its own: the artifact's verdict comes from --merge

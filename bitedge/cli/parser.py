@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("artifact", type=Path, metavar="DIR", help="artifact directory (with bitedge.json)")
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
+    verify.add_argument("--model", type=Path, metavar="PATH", help="where the source checkpoint is now, if it moved "
+                        "(it must be the one bitedge.json records: its sha256 is checked)")  # fmt: skip
     verify.add_argument("--threads", type=_threads, help="threads of the runtime and of the torch models (shards "
                         "side by side on one machine: cores / shards)")  # fmt: skip
     verify.add_argument("--shard", metavar="I/N", help="run only shard I of N (from 0) of the sorted images; "

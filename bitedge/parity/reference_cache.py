@@ -12,8 +12,13 @@ images all compare with the same float reference; without the cache each ``bited
 
 An entry is a folder ``<cache>/reference/<key>/`` (``$BITEDGE_CACHE_DIR``, default ``~/.cache/bitedge``):
 ``logits.f32``, the reference's logits as rows of float32 (read back a chunk at a time, never whole), and
-``index.npz``, the images read (relative paths), their labels, the skipped ones and the class count. It is
-written under a temporary name and renamed into place, so a reader sees a whole entry or none.
+``index.npz``, the images read (relative paths), their labels, the skipped ones, the class count and a
+*seal*: the sha256 of the entry's key, its logits and its index. It is written under a temporary name and
+renamed into place, so a reader sees a whole entry or none.
+
+An entry is trusted only if its seal holds: one corrupted in place (same size), one whose files were
+swapped with another model's entry, or one edited by hand is recomputed, with a note, and replaced. A bad
+cache can cost a reference pass, never a good artifact's verdict.
 
 The cache is best effort: a model without a checkpoint digest (a preset's seeded random weights) is not
 cached, an unreadable or damaged entry is recomputed, and an unwritable cache only costs the next run a
@@ -29,6 +34,8 @@ import json
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +50,7 @@ from bitedge.parity.gate import Outputs, reference_outputs
 from bitedge.parity.images import ImageSet
 from bitedge.parity.logits import LogitStore
 
-FORMAT = 2
+FORMAT = 3  # 3: entries carry their seal
 LOGITS, INDEX = "logits.f32", "index.npz"  # an entry's two files
 KEY = re.compile("[0-9a-f]{64}")  # an entry's name: its key, a sha256
 MAX_CACHE_BYTES = 4 << 30  # ImageNet val with 1000 classes is 200 MB of logits per entry
@@ -57,11 +64,12 @@ def cached_reference_outputs(
     exactly these images with this preprocessing."""
     key = reference_key(model, images, processor)
     path = cache_dir() / "reference" / key if key is not None else None
-    if path is not None:
+    if path is not None and path.exists():
         cached = _load(path, images)
-        if cached is not None:
+        if isinstance(cached, Outputs):
             log(f"float reference: reusing its outputs on these {len(images.files)} images ({path})")
             return cached
+        log(f"float reference: the cached outputs in {path} are not usable ({cached}); running it again")
     outputs = reference_outputs(model, images, processor)
     if path is not None:
         _store(path, outputs, images)
@@ -125,25 +133,39 @@ def _relative(path: Path, images: ImageSet) -> str:
     return os.fsdecode(path.relative_to(images.root))
 
 
-def _load(entry: Path, images: ImageSet) -> Outputs | None:
+def _seal(key: str, logits: LogitStore, files: np.ndarray, labels: np.ndarray, skipped: np.ndarray) -> str:
+    """sha256 of everything an entry says: its key, its logits (read a chunk at a time) and its index."""
+    digest = hashlib.sha256(f"{FORMAT}\0{key}\0{logits.classes}\0".encode())
+    for chunk in logits.chunks():
+        digest.update(chunk.tobytes())
+    index = json.dumps([files.tolist(), labels.tolist(), skipped.tolist()], ensure_ascii=True)
+    digest.update(index.encode())
+    return digest.hexdigest()
+
+
+def _load(entry: Path, images: ImageSet) -> Outputs | str:
+    """The entry's outputs, or why they cannot be trusted."""
     try:
         with np.load(entry / INDEX, allow_pickle=False) as data:
-            labels, classes = data["labels"], int(data["classes"])
-            files = [images.root / name for name in data["files"].tolist()]
-            skipped = [str(reason) for reason in data["skipped"].tolist()]
+            labels, classes, seal = data["labels"], int(data["classes"]), str(data["seal"])
+            files, skipped = data["files"], data["skipped"]
         logits = LogitStore.open(entry / LOGITS, classes)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        return f"unreadable: {type(exc).__name__}"  # damaged or from another bitedge
+    if len(logits) != len(files) or _seal(entry.name, logits, files, labels, skipped) != seal:
+        return "they changed since they were written: damaged, edited, or another entry's"
+    with contextlib.suppress(OSError):
         os.utime(entry)  # recently used
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # damaged or from another bitedge: run the reference again
-    if len(logits) != len(files):
-        return None
-    return Outputs(logits, labels if labels.size else None, files, skipped)
+    paths = [images.root / name for name in files.tolist()]
+    return Outputs(logits, labels if labels.size else None, paths, [str(reason) for reason in skipped.tolist()])
 
 
 def _store(entry: Path, outputs: Outputs, images: ImageSet) -> None:
     """Best effort: a failure to write only costs the next run a reference pass."""
     labels = outputs.labels if outputs.labels is not None else np.zeros(0, np.int64)
     files = np.asarray([_relative(p, images) for p in outputs.files])
+    skipped = np.asarray(outputs.skipped, str)
+    seal = _seal(entry.name, outputs.logits, files, labels, skipped)
     with contextlib.suppress(OSError):
         entry.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=entry.parent, prefix=".partial-") as scratch:
@@ -151,8 +173,8 @@ def _store(entry: Path, outputs: Outputs, images: ImageSet) -> None:
             staging.mkdir()
             with (staging / LOGITS).open("wb") as file:
                 outputs.logits.copy_to(file)
-            np.savez(staging / INDEX, labels=labels, files=files, skipped=np.asarray(outputs.skipped, str),
-                     classes=np.asarray(outputs.logits.classes))  # fmt: skip
+            np.savez(staging / INDEX, labels=labels, files=files, skipped=skipped,
+                     classes=np.asarray(outputs.logits.classes), seal=np.asarray(seal))  # fmt: skip
             if entry.exists():  # a stale or damaged entry of the same key
                 _remove(entry)
             staging.rename(entry)  # fails, keeping what is there, if that was not an entry

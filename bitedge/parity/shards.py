@@ -16,6 +16,8 @@ import io
 import json
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -124,8 +126,9 @@ def read_partial(path: Path) -> Partial:
         raise BadInputError(f"{path}: no such partial result") from None
     except BadInputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(f"{path}: not a bitedge partial result ({exc}); write it with verify --shard") from None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise BadInputError(f"{path}: not a bitedge partial result, or a damaged one ({type(exc).__name__}: {exc}); "
+                            "run that shard again with verify --shard") from None  # fmt: skip
     shard: ShardHeader = parse_record(ShardHeader, header, str(path))
     paths = [Path(shard.root) / name for name in files]
     if not comparisons or any(len(c) != len(paths) for c in comparisons.values()) or set(heads) != set(HEADS):

@@ -61,7 +61,7 @@ def calibration_table(
     data = source if source is not None else open_source(options, processor.input_size)
     if isinstance(data, CalibrationTable):
         table = data
-        layers, _ = select_layers(deploy, list(table.excluded))
+        layers, _ = select_layers(deploy, list(table.excluded), source=f"calibration table {options.table}")
         table.check_matches(model_sha256=sha, size=list(processor.input_size), raw_pixels=raw_pixels, layers=layers)
         log(f"reusing calibration table {options.table} ({table.method})")
         return table

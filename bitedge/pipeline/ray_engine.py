@@ -23,6 +23,7 @@ from typing import Any
 
 from bitedge.errors import BadInputError, MissingRuntimeError
 from bitedge.parity.metrics import BudgetOverride
+from bitedge.pipeline.ray_address import RAY_JOIN_LIMITS, check_ray_address
 from bitedge.pipeline.result import Result
 
 INSTALL = "pip install 'bitedge[ray]'"
@@ -31,6 +32,7 @@ INSTALL = "pip install 'bitedge[ray]'"
 def verify_on_ray(
     directory: Path,
     *,
+    model_path: Path | None,
     eval_images: Path | None,
     workers: int,
     threads: int | None,
@@ -40,6 +42,8 @@ def verify_on_ray(
     from bitedge.pipeline.verify import merge_partials
 
     address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_ray_address(address)
     log(f"starting Ray ({'cluster ' + address if address else f'on this machine, {workers} CPUs'})")
     with _token_auth(local=not address), tempfile.TemporaryDirectory(prefix="bitedge-ray-") as session:
         try:
@@ -53,13 +57,16 @@ def verify_on_ray(
             else:  # "local": a new instance, never one a `ray start` left running; its files in our temp dir
                 ray.init(address="local", num_cpus=workers, include_dashboard=False, _temp_dir=session,
                          log_to_driver=False, logging_level=logging.ERROR)  # fmt: skip
-        except ConnectionError as exc:
+        except Exception as exc:  # ConnectionError, ray's AuthenticationError, ValueError: all about the address
+            if not address:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInputError(
-                f"RAY_ADDRESS={address}: cannot connect to the Ray cluster ({str(exc).splitlines()[0]}); if it uses "
-                "token authentication, set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to its token"
+                f"RAY_ADDRESS={address}: cannot connect to the Ray cluster ({first}); if it uses token "
+                "authentication, set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to its token"
             ) from None
         try:
-            rows = _run_shards(ray, directory, eval_images, workers, threads, budget)
+            rows = _run_shards(ray, directory, model_path, eval_images, workers, threads, budget)
         finally:
             ray.shutdown()
     with tempfile.TemporaryDirectory() as scratch:
@@ -75,11 +82,14 @@ def verify_on_ray(
 
 @contextlib.contextmanager
 def _token_auth(*, local: bool) -> Iterator[None]:
-    """Ray's token authentication, on. A local instance gets a fresh token for this run only, in the
-    environment (``ray.init`` would otherwise write a lasting, world-readable ``~/.ray/auth_token``); a cluster
-    is joined in token mode with the token the user provides (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
-    ~/.ray/auth_token). A cluster without authentication accepts such a client too."""
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    """Ray's token authentication, on, and its patience joining a cluster bounded (``RAY_JOIN_LIMITS``). A local
+    instance gets a fresh token for this run only, in the environment (``ray.init`` would otherwise write a
+    lasting, world-readable ``~/.ray/auth_token``); a cluster is joined in token mode with the token the user
+    provides (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token). A cluster without authentication
+    accepts such a client too."""
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", *RAY_JOIN_LIMITS)}
+    for name, limit in RAY_JOIN_LIMITS.items():
+        os.environ.setdefault(name, limit)
     if saved["RAY_AUTH_MODE"] is None:
         os.environ["RAY_AUTH_MODE"] = "token"
     if local and os.environ.get("RAY_AUTH_MODE") == "token" and saved["RAY_AUTH_TOKEN"] is None:
@@ -87,11 +97,11 @@ def _token_auth(*, local: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
+        for name, before in saved.items():
+            if before is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
+                os.environ[name] = before
         if "ray" in sys.modules:
             _reload_auth()
 
@@ -107,8 +117,9 @@ def _reload_auth() -> None:
 
 
 def _run_shards(
-    ray: Any, directory: Path, eval_images: Path | None, workers: int, threads: int | None, budget: BudgetOverride
-) -> list[dict[str, Any]]:
+    ray: Any, directory: Path, model_path: Path | None, eval_images: Path | None, workers: int, threads: int | None,
+    budget: BudgetOverride,
+) -> list[dict[str, Any]]:  # fmt: skip
     from tqdm import tqdm
 
     context = ray.data.DataContext.get_current()
@@ -118,6 +129,7 @@ def _run_shards(
     # each actor has one CPU: one thread per runtime unless told otherwise (two spinning pools per core thrash)
     settings = {"directory": str(directory.absolute()), "workers": workers, "threads": threads or 1,
                 "eval_images": str(eval_images.absolute()) if eval_images is not None else None,
+                "model_path": str(model_path.absolute()) if model_path is not None else None,
                 "budget": budget}  # fmt: skip
     shards = ray.data.from_items([{"index": i} for i in range(workers)], override_num_blocks=workers)
     pool = ray.data.ActorPoolStrategy(size=workers)  # one actor per shard, each loads its models once
@@ -148,7 +160,8 @@ class ShardWorker:
             with tempfile.TemporaryDirectory() as scratch:
                 out = Path(scratch) / "partial.npz"
                 try:
-                    verify(Path(s["directory"]), eval_images=Path(s["eval_images"]) if s["eval_images"] else None,
+                    verify(Path(s["directory"]), model_path=Path(s["model_path"]) if s["model_path"] else None,
+                           eval_images=Path(s["eval_images"]) if s["eval_images"] else None,
                            threads=s["threads"], budget=s["budget"], shard=ShardSpec(index, s["workers"]),
                            partial_out=out)  # fmt: skip
                     partials.append(out.read_bytes())

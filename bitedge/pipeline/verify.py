@@ -13,16 +13,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bitedge.artifacts.integrity import changed_files
-from bitedge.artifacts.manifest import Manifest
+from bitedge.artifacts.manifest import Manifest, seal_state
 from bitedge.artifacts.records import parse_record
+from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
 from bitedge.converters.base import TargetRunner, target_code
-from bitedge.errors import BadInputError
+from bitedge.errors import ArtifactRefusedError, BadInputError
 from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.model.loading import load_model
+from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.gate import Outputs, artifact_outputs, gather, parity_report, record, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
 from bitedge.parity.metrics import Budget, BudgetOverride, ParityReport
@@ -46,6 +48,7 @@ from bitedge.precisions import Precision
 def verify(
     directory: str | Path,
     *,
+    model_path: Path | None = None,
     eval_images: Path | None = None,
     threads: int | None = None,
     budget: BudgetOverride | None = None,
@@ -58,17 +61,15 @@ def verify(
     The budget is the one the artifact was last verified with (recorded in its manifest), or its precision's
     default for an artifact that records none; ``budget`` overrides single limits of it. With ``shard``, only
     that shard of the images runs and its result goes to ``partial_out`` (merged later with ``merge``); the
-    artifact is left as it is."""
+    artifact is left as it is. ``model_path``: where the source checkpoint is now, if it moved (it must be the one
+    the manifest records, by sha256)."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
+    unsealed = _check_seal(directory)
     changed = changed_files(directory, manifest)
     converter = get_converter(manifest.target)
     converter.check_runtime()
-    source = manifest.source
-    log(f"loading the float reference {source.path}")
-    model = load_model(source.path, seed=source.seed or 0)
-    if model.source.sha256 != source.sha256:
-        raise BadInputError(f"{source.path} changed since the artifact was made (sha256 differs); convert again")
+    model = _float_reference(manifest, model_path, log)
     processor = BitImageProcessor.from_dict(manifest.preprocessing)
     recorded = manifest.parity.get("eval", {}).get("path")
     if eval_images is None and recorded is None:
@@ -95,7 +96,9 @@ def verify(
     extra = {name: TargetRunner(manifest.target, run) for name, run in extra.items()}
     artifact, others, notes = artifact_outputs(runner, images, processor, manifest, extra_runners=extra)
     evidence = gather(reference, artifact, simulated=simulated, others=others)
-    report = parity_report(evidence, manifest, budget=limits, notes=notes, images_note=images.note)
+    report = parity_report(evidence, manifest, budget=limits, notes=notes + unsealed, images_note=images.note)
+    if manifest.labels != model.config.labels:  # what predict would name the classes
+        report.problems.append("bitedge.json's labels differ from the model's; convert again")
     if shard is not None and partial_out is not None:
         header = ShardHeader(artifact_digest(manifest), image_set_digest(listing), str(listing.root),
                              len(listing.files), shard.index, shard.count, asdict(limits), notes,
@@ -111,6 +114,7 @@ def merge_partials(directory: str | Path, paths: list[Path], *, log: Callable[[s
     ``verify`` writes it; recorded in the artifact."""
     directory = Path(directory)
     manifest = Manifest.read(directory)
+    _check_seal(directory)
     changed = changed_files(directory, manifest)
     merged = merge([(path, read_partial(path)) for path in paths], manifest)
     header = merged.header
@@ -139,6 +143,40 @@ def _record(
     return Result(directory, manifest, report)
 
 
+def _check_seal(directory: Path) -> list[str]:
+    """Refuse a manifest edited since bitedge wrote it (recording a verdict would seal the edit); an older
+    bitedge's unsealed one is checked and sealed (the returned note says so)."""
+    state = seal_state(directory)
+    if state == "broken":
+        raise ArtifactRefusedError(
+            f"{directory}: bitedge.json was edited since bitedge wrote it (its seal does not hold: its labels, "
+            "preprocessing or status may not be the verified ones); convert again"
+        )
+    if state == "missing":
+        return ["bitedge.json had no seal (an older bitedge wrote it): checked and sealed now"]
+    return []
+
+
+def _float_reference(manifest: Manifest, given: Path | None, log: Callable[[str], None]) -> BitPreTrainedModel:
+    """The checkpoint the artifact was made from: where the manifest says, or ``given`` (``--model``), and only
+    if its sha256 is the one recorded."""
+    source = manifest.source
+    if given is None and source.format != "preset" and not Path(source.path).exists():
+        raise BadInputError(f"{source.path}: the checkpoint this artifact was made from is not there (moved or "
+                            "deleted); pass --model PATH to where it is now (checked against the sha256 in "
+                            "bitedge.json)")  # fmt: skip
+    path = given if given is not None else source.path
+    log(f"loading the float reference {path}")
+    model: BitPreTrainedModel = load_model(path, seed=source.seed or 0)
+    found = model.source.sha256 if model.source is not None else None
+    if found != source.sha256:
+        if given is not None:
+            raise BadInputError(f"--model {given}: not the checkpoint this artifact was made from (sha256 {found} "
+                                f"differs from {source.sha256}, recorded in bitedge.json)")  # fmt: skip
+        raise BadInputError(f"{source.path} changed since the artifact was made (sha256 differs); convert again")
+    return model
+
+
 def _recorded_budget(directory: Path, manifest: Manifest, default: Budget) -> Budget:
     recorded = manifest.parity.get("budget")
     return default if recorded is None else parse_record(Budget, recorded, f"{directory}/bitedge.json: parity.budget")
@@ -159,5 +197,9 @@ def _simulated(
             f"{directory}: its int8 graph has the {calibration.placement} Q/DQ placement; this bitedge's "
             f"{manifest.target} target places {placement.name}, so its simulated model would not match: convert again"
         )
-    network = simulate(fold(model, raw_pixel_input=folded, processor=processor), table, placement)  # type: ignore[arg-type]
+    deploy = fold(model, raw_pixel_input=folded, processor=processor)  # type: ignore[arg-type]
+    layers, _ = select_layers(deploy, list(table.excluded), source=f"calibration table {directory / calibration.table}")
+    table.check_matches(model_sha256=manifest.source.sha256, size=list(processor.input_size), raw_pixels=folded,
+                        layers=layers)  # fmt: skip
+    network = simulate(deploy, table, placement)
     return simulated_outputs(network, images, processor, raw_pixels=folded)

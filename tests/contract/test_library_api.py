@@ -3,6 +3,7 @@ exceptions, a command line that imports no runtime to show its help."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,41 @@ def test_convert_and_verify_from_python(tiny_hf_dir: Path, eval_dir: Path, tmp_p
     assert (tmp_path / "out" / "report.html").is_file()  # several artifacts: a report beside them
     again = bitedge.verify(results[0].directory)
     assert again.passed and again.manifest.target == "onnx"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": None}, "convert(): model must be a string or a path, got None"),
+        ({"out": 3}, "convert(): out must be a string or a path, got int 3"),
+        ({"precisions": []}, "convert(): precisions is empty, so it names nothing; leave it out (None)"),
+        ({"targets": []}, "convert(): targets is empty"),
+        ({"targets": ["onnx", None]}, "convert(): targets[1] must be a string, got None"),
+        ({"batch": "4"}, "convert(): batch must be an integer, got str '4'"),
+        ({"batch": True}, "convert(): batch must be an integer, got bool True"),
+        ({"overwrite": "yes"}, "convert(): overwrite must be True or False"),
+        ({"min_cosine": "0.9"}, "convert(): min_cosine must be a number, got str '0.9'"),
+        ({"target_options": ["onnx"]}, "convert(): target_options must be a mapping"),
+        ({"log": print, "report": None}, "convert(): report must be True or False, got None"),
+    ],
+)
+def test_every_argument_is_checked_at_the_boundary(
+    eval_dir: Path, tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    arguments: dict[str, object] = {"eval_images": eval_dir, "out": tmp_path / "out", **kwargs}
+    with pytest.raises(BadInputError, match=re.escape(message)):
+        bitedge.convert(**arguments)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(BadInputError, match=re.escape("verify(): directory must be a string or a path, got None")):
+        bitedge.verify(None)  # type: ignore[arg-type]
+    with pytest.raises(BadInputError, match=re.escape("merge(): partials is empty")):
+        bitedge.merge(tmp_path, [])
+
+
+def test_one_target_as_a_string_is_that_target(tiny_hf_dir: Path, eval_dir: Path, tmp_path: Path) -> None:
+    (result,) = bitedge.convert(tiny_hf_dir, tmp_path / "out", targets="onnx", precisions="fp32", eval_images=eval_dir,
+                                image_size=64)  # fmt: skip
+    assert result.passed and (result.manifest.target, result.manifest.precision) == ("onnx", "fp32")
 
 
 @pytest.mark.parametrize(

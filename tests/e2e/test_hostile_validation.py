@@ -171,8 +171,11 @@ def tiny_table(tiny: Path, eval_dir: Path, tmp_path_factory: pytest.TempPathFact
         ("rename", "no range for bit.embedder.convolution"),
         ("extra", "bit.encoder.stages.9.conv, which this model does not quantize"),
         ("excluded", "which this model does not quantize (another model, or layers it keeps in float)"),
-        ("format-1", "format 1 records only convolution-input ranges"),
+        ("format-1", "format 1 records only convolution-input ranges, and is not the format this bitedge reads"),
+        ("format-1-bare", "format 1 records only convolution-input ranges, and is not the format"),
         ("no-output", "missing the output range"),
+        ("method", "unknown calibration method 'magic' (bitedge's are minmax, percentile, entropy, mse)"),
+        ("excluded-unknown", "its excluded layers bit.no_such_layer are not layers of this model"),
     ],
 )
 def test_a_table_that_does_not_fit_the_model_is_refused_by_name(
@@ -190,14 +193,22 @@ def test_a_table_that_does_not_fit_the_model_is_refused_by_name(
         del data["layers"]
     elif change == "excluded":
         data["excluded"] = ["classifier.1"]  # the head kept float, yet the table has its range
+    elif change == "format-1-bare":  # some format-1 tables wrote no version
+        data = {"method": data["method"], "amax": {name: sites["input"]["amax"] for name, sites in layers.items()}}
     elif change == "no-output":
         del layers["classifier.1"]["output"]
+    elif change == "method":
+        data["method"] = "magic"
+    elif change == "excluded-unknown":
+        data["excluded"] = ["bit.no_such_layer"]
     table, out = tmp_path / "table.json", tmp_path / "out"
     table.write_text(json.dumps(data))
     flags = ["--precision", "int8", "--calibration-table", str(table), "--out", str(out)]
     code, _, err = run(capsys, *convert_args, *flags)
     assert code == 2 and message in err, err
-    assert not out.exists()
+    assert "--exclude" not in err and not out.exists()  # the table is to blame, not a flag the user did not give
+    if change.startswith("format-1") or change in ("method", "excluded-unknown"):
+        assert "calibrate again" in err
 
 
 def test_verify_refuses_a_budget_outside_its_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

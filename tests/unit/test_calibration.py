@@ -15,7 +15,7 @@ from bitedge.calibration.observers import AbsRange
 from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.sources import open_calibration
 from bitedge.calibration.table import CalibrationTable
-from bitedge.errors import BadInputError, CalibrationError, ImageError
+from bitedge.errors import BadInputError, ImageError
 from bitedge.fold import fold
 from bitedge.model.demo import DEMO_CALIBRATION
 
@@ -91,12 +91,12 @@ def test_unreadable_images_are_counted_or_fatal(images: Path) -> None:
 
 def test_empty_or_all_bad_sets_are_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CalibrationError, match="no calibration images"):
+    with pytest.raises(BadInputError, match="no calibration images"):
         open_calibration(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     for i in range(3):
         (tmp_path / "bad" / f"{i}.jpg").write_bytes(b"")
-    with pytest.raises(CalibrationError, match="none of the 3"):
+    with pytest.raises(BadInputError, match="none of the 3"):
         _count(open_calibration(tmp_path / "bad"))
     with pytest.raises(BadInputError, match="no such calibration source"):
         open_calibration(tmp_path / "missing")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bitedge import load_model
-from bitedge.calibration.fallback import search_float_layers, with_margin
+from bitedge.calibration.fallback import FallbackError, search_float_layers, with_margin
 from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8
 from bitedge.calibration.sensitivity import rank_layers, worst_samples
 from bitedge.calibration.simulate import simulate
@@ -123,6 +123,16 @@ def test_fallback_with_a_budget_plain_int8_meets_keeps_everything_int8(demo: tup
     loose = Budget(min_top1_agreement=0.5)
     result = search_float_layers(deploy, table, [(X86_UINT8, loose)], search, ranking_images=32)
     assert result.float_layers == [] and result.table.layers == table.layers and result.ranking == []
+
+
+def test_a_budget_only_float_meets_says_int8_cannot_meet_it(demo: tuple) -> None:
+    """Cosine 1 - 1e-9: only the simulated model with every layer float (the float model itself) meets it. An
+    "int8" artifact with nothing in int8 is not built; the error says why."""
+    deploy, table, search = demo
+    strict = Budget(min_top1_agreement=0.5, min_cosine=1 - 1e-9)
+    with pytest.raises(FallbackError, match=r"the budget cannot be met with any layer in int8: the simulated model "
+                       "meets it only with all .* quantized layers in float; loosen the budget"):  # fmt: skip
+        search_float_layers(deploy, table, [(X86_UINT8, strict)], search, ranking_images=8)
 
 
 def test_search_set_spreads_over_the_set_and_keeps_labels(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,10 +30,10 @@ def _entries(cache: Path) -> list[Path]:
     return [p for p in cache.iterdir() if p.name != "listings"]
 
 
-def _run(model: BitPreTrainedModel, folder: Path) -> tuple[Outputs, list[str]]:
+def _run(model: BitPreTrainedModel, folder: Path, processor: Any = None) -> tuple[Outputs, list[str]]:
     logs: list[str] = []
     images = scan_images(folder, model.config.labels)
-    return cached_reference_outputs(model, images, model.image_processor, log=logs.append), logs
+    return cached_reference_outputs(model, images, processor or model.image_processor, log=logs.append), logs
 
 
 def test_the_second_pass_is_read_back_and_equals_the_first(cache: Path, tmp_path: Path) -> None:
@@ -74,9 +75,43 @@ def test_a_damaged_entry_is_run_again(cache: Path, tmp_path: Path) -> None:
     logits = entry / "logits.f32"
     logits.write_bytes(logits.read_bytes()[:-3])  # truncated: not whole rows
     again, logs = _run(model, folder)
-    assert logs == []  # computed, not read
+    assert len(logs) == 1 and "not usable (unreadable: ValueError); running it again" in logs[0]  # computed, said
     np.testing.assert_array_equal(again.logits.to_array(), first.logits.to_array())
     assert logits.stat().st_size == first.logits.to_array().nbytes  # and stored again
+
+
+def test_an_entry_changed_in_place_or_edited_is_run_again(cache: Path, tmp_path: Path) -> None:
+    model = load_model(DEMO_MODEL)
+    folder = demo_eval_subset(tmp_path / "eval", per_class=1)
+    first, _ = _run(model, folder)
+    (entry,) = _entries(cache)
+    logits = entry / "logits.f32"
+    data = bytearray(logits.read_bytes())
+    data[:8] = data[8:16]  # same size: two logits copied over two others
+    logits.write_bytes(bytes(data))
+    again, logs = _run(model, folder)
+    assert len(logs) == 1 and "they changed since they were written" in logs[0]
+    np.testing.assert_array_equal(again.logits.to_array(), first.logits.to_array())
+    with np.load(entry / "index.npz") as index:  # stored again, whole; now the labels are edited
+        arrays = dict(index)
+    np.savez(entry / "index.npz", **{**arrays, "labels": arrays["labels"][::-1]})
+    _, logs = _run(model, folder)
+    assert len(logs) == 1 and "they changed since they were written" in logs[0]
+
+
+def test_two_models_entries_swapped_are_run_again(cache: Path, tmp_path: Path, tiny_hf_dir: Path) -> None:
+    demo, tiny = load_model(DEMO_MODEL), load_model(tiny_hf_dir)
+    folder = demo_eval_subset(tmp_path / "eval", per_class=1)
+    models = {"demo": demo, "tiny": tiny}
+    first = {name: _run(model, folder, demo.image_processor)[0].logits.to_array() for name, model in models.items()}
+    a, b = _entries(cache)
+    shutil.move(a, tmp_path / "a")
+    shutil.move(b, a)
+    shutil.move(tmp_path / "a", b)
+    for name, model in models.items():
+        again, logs = _run(model, folder, demo.image_processor)
+        assert len(logs) == 1 and "they changed since they were written" in logs[0]
+        np.testing.assert_array_equal(again.logits.to_array(), first[name])
 
 
 def test_an_unchanged_listing_is_not_hashed_again(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
