@@ -13,6 +13,7 @@ every GroupNorm runs in float32 (Casts around it): its variance overflows fp16 b
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ EXTERNAL_DATA_BYTES = 1_800_000_000  # weights past this go to external data: pr
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the graph even then
 EXTERNAL_ALIGNMENT = 4096
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
+TAPS_KEY = "bitedge.taps"  # metadata: JSON {layer path: the ONNX value holding its output} (bitedge diagnose)
+RELU_SUFFIX = "|relu"  # a tap "<path>|relu": the value a module's final ReLU reads
 # GroupNorm forms, see _group_norm: an InstanceNormalization chain (onnxruntime's CPU provider has a kernel
 # for it), the native GroupNormalization-21 (TensorRT's; onnxruntime expands it), per-channel statistics
 # averaged per group (OpenVINO's CPU plugin runs it in its blocked layout)
@@ -348,6 +351,7 @@ def build_onnx(
             emitter.names[n.name] = _HANDLERS[n.op](emitter, n)
         else:
             raise ExportError(f"unsupported graph node {n.op} {n.target}")
+    taps = _tap_values(deploy, graph_module, emitter)
     batch_dim: int | str = batch if batch is not None else "batch"
     num_labels = int(graph_module.graph.output_node().args[0].meta["tensor_meta"].shape[-1])  # type: ignore[union-attr]
     graph = helper.make_graph(
@@ -360,8 +364,35 @@ def build_onnx(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bitedge")
     model.producer_version = producer_version
     model.ir_version = 10
-    helper.set_model_props(model, metadata or {})
+    helper.set_model_props(model, {**(metadata or {}), TAPS_KEY: json.dumps(taps)})
     return model
+
+
+def _tap_values(deploy: nn.Module, graph_module: torch.fx.GraphModule, emitter: _Emitter) -> dict[str, str]:
+    """Each tap point's output value: the value of the last node traced inside its module (``nn_module_stack``).
+    A module ending in a ReLU also gets ``"<path>|relu"``: the value before it, for runtimes that fuse the ReLU
+    into what follows (OpenVINO folds it into an unsigned FakeQuantize) and so drop its output's name."""
+    from bitedge.model.taps import tap_points
+
+    points = tap_points(deploy)
+    last: dict[str, str] = {}
+    before: dict[str, str] = {}
+    for n in graph_module.graph.nodes:
+        if n.name not in emitter.names or n.op == "placeholder":
+            continue
+        for key, value in n.meta.get("nn_module_stack", {}).items():
+            path = value[0] if isinstance(value, tuple) else key
+            if path not in points:
+                continue
+            relu = n.op == "call_module" and isinstance(graph_module.get_submodule(str(n.target)), nn.ReLU)
+            if relu and path in last:
+                before[f"{path}{RELU_SUFFIX}"] = last[path]
+            else:
+                before.pop(f"{path}{RELU_SUFFIX}", None)
+            last[path] = emitter.names[n.name]
+    result = emitter.value(graph_module.graph.output_node().args[0])  # the logits' value, renamed by runtimes
+    taps = {path: last[path] for path in points if path in last} | before
+    return {path: OUTPUT_NAME if value == result else value for path, value in taps.items()}
 
 
 def _initializers(arrays: dict[str, np.ndarray], external_data: Path | None) -> list[Any]:

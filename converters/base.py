@@ -70,6 +70,19 @@ class ExportSpec:
     options: TargetOptions = TargetOptions()  # the target's own options (its ``Options`` dataclass)
 
 
+Taps = Callable[[np.ndarray], dict[str, np.ndarray]]  # pixels (N, 3, H, W) -> {layer: its output (N, ...)}
+
+
+@dataclass(frozen=True)
+class TapSource:
+    """What ``bitedge diagnose`` rebuilt from the artifact's source, for a target that cannot tap the artifact's
+    own file and builds a tapped twin of it instead (the same lowering, with the layers' outputs as outputs)."""
+
+    deploy: nn.Module  # the float deploy graph the artifact was built from
+    spec: ExportSpec  # as at conversion: input size, batch, options, and for int8 the simulated model
+    layers: list[str]  # the tap points (``bitedge.model.taps``), in graph order
+
+
 @dataclass(frozen=True)
 class ConvertedFiles:
     files: list[str]  # relative to the artifact directory
@@ -202,6 +215,14 @@ class Converter(ABC):
         """Other ways users may run the artifact (e.g. a runtime's default precision), shown, not gated."""
         return {}
 
+    def tap_runner(
+        self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None
+    ) -> Taps | None:
+        """For ``bitedge diagnose``: the artifact in its runtime with the outputs of its layers tapped, as
+        ``pixels -> {layer: output}`` (float32, layers named by their path in bitedge's model, any subset of
+        ``source.layers`` the runtime can observe). None: this target has no taps."""
+        return None
+
     def build_on_device(self, directory: Path) -> list[str]:
         """Build what the artifact needs on the device that will run it (``bitedge build-engine``); returns the
         new files. Most targets need nothing there."""
@@ -220,6 +241,22 @@ def fixed_batch(run: Runner, batch: int | None) -> Runner:
             padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             outputs.append(run(padded)[: len(chunk)])
         return np.concatenate(outputs)
+
+    return chunked
+
+
+def fixed_batch_taps(run: Taps, batch: int | None) -> Taps:
+    """``fixed_batch`` for tapped runners: any number of images through an artifact of a fixed batch size."""
+    if batch is None:
+        return run
+
+    def chunked(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(pixels), batch):
+            chunk = pixels[start : start + batch]
+            padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            parts.append({layer: out[: len(chunk)] for layer, out in run(padded).items()})
+        return {layer: np.concatenate([p[layer] for p in parts]) for layer in parts[0]}
 
     return chunked
 

@@ -26,8 +26,11 @@ from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
     ExportSpec,
+    Taps,
+    TapSource,
     TargetOptions,
     fixed_batch,
+    fixed_batch_taps,
     keep_weights,
     option,
 )
@@ -124,6 +127,11 @@ class OnnxConverter(Converter):
             return out
 
         return fixed_batch(run, manifest.input.batch)
+
+    def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
+        from bitedge.converters._onnx_taps import onnx_taps
+
+        return fixed_batch_taps(onnx_taps(directory / MODEL_FILE, threads=threads), manifest.input.batch)
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None

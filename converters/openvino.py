@@ -28,7 +28,16 @@ import numpy as np
 
 from bitedge.artifacts.manifest import Manifest
 from bitedge.calibration.placement import X86_UINT8
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, fixed_batch, keep_weights
+from bitedge.converters.base import (
+    ConvertedFiles,
+    Converter,
+    ExportSpec,
+    Taps,
+    TapSource,
+    fixed_batch,
+    fixed_batch_taps,
+    keep_weights,
+)
 from bitedge.converters.registry import register
 from bitedge.errors import CalibrationError, ExportError, MissingRuntimeError
 from bitedge.parity.metrics import Runner
@@ -69,7 +78,7 @@ class OpenVinoConverter(Converter):
     ) -> ConvertedFiles:
         import openvino as ov
 
-        from bitedge.converters._onnx_graph import build_onnx
+        from bitedge.converters._onnx_graph import TAPS_KEY, build_onnx
 
         quantizer = (spec.quantizer or DEFAULT_QUANTIZER) if precision == Precision.INT8 else None
         graph = spec.simulated if quantizer == "bitedge" else deploy
@@ -90,7 +99,8 @@ class OpenVinoConverter(Converter):
             model = _nncf_quantize(model, spec)
         if spec.raw_pixel_input:
             model = _raw_pixel_input(model)
-        for key, value in spec.metadata.items():
+        metadata = {**spec.metadata, TAPS_KEY: {p.key: p.value for p in onnx_model.metadata_props}[TAPS_KEY]}
+        for key, value in metadata.items():
             model.set_rt_info(value, ["bitedge", key.removeprefix("bitedge.")])
         ov.save_model(model, str(directory / MODEL_XML), compress_to_fp16=precision == Precision.FP16)
         return ConvertedFiles([MODEL_XML, "model.bin"], quantizer=quantizer, simulated_reference=quantizer == "bitedge")
@@ -123,6 +133,37 @@ class OpenVinoConverter(Converter):
             return {}
         name = f"the CPU's default inference precision ({default.to_string()})"
         return {name: self._runner(directory, manifest, {}, None)}
+
+    def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
+        """The IR with each layer's output added as a model output (``add_outputs``), compiled at f32."""
+        import openvino as ov
+
+        from bitedge.converters._onnx_graph import TAPS_KEY
+        from bitedge.converters._onnx_taps import recorded_taps
+
+        core = ov.Core()
+        model = core.read_model(str(directory / MODEL_XML))
+        key = ["bitedge", TAPS_KEY.removeprefix("bitedge.")]
+        metadata = {TAPS_KEY: model.get_rt_info(key).astype(str)} if model.has_rt_info(key) else {}
+        names = {name for op in model.get_ops() for output in op.outputs() for name in output.get_names()}
+        taps = recorded_taps(metadata, directory / MODEL_XML, names)
+        values = list(dict.fromkeys(tap.value for tap in taps.values()))
+        added = model.add_outputs(values)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, "CPU", config)
+        ports = {value: compiled.output(out.get_any_name()) for value, out in zip(values, added, strict=True)}
+        raw = manifest.input.raw_pixels
+
+        def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+            if raw:
+                pixels = np.ascontiguousarray(pixels.round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+            result = compiled(pixels)
+            found = {value: result[port] for value, port in ports.items()}
+            return {layer: tap.read(found) for layer, tap in taps.items()}
+
+        return fixed_batch_taps(run, manifest.input.batch)
 
     def _runner(self, directory: Path, manifest: Manifest, config: dict[str, Any], threads: int | None) -> Runner:
         import openvino as ov

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitedge.artifacts.manifest import Manifest
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, keep_weights
+from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Taps, TapSource, keep_weights
 from bitedge.converters.onnx import DATA_FILE, MODEL_FILE, OnnxConverter, save_onnx
 from bitedge.converters.registry import register
 from bitedge.errors import BadInputError, ExportError, MissingRuntimeError
@@ -99,6 +99,10 @@ class TensorRTConverter(Converter):
 
             return engine_runner(directory, manifest)
         return OnnxConverter().load_runner(directory, manifest, threads=threads)
+
+    def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
+        """The bundle's ONNX in onnxruntime, tapped (TensorRT fuses away what it could tap; Polygraphy's job)."""
+        return OnnxConverter().tap_runner(directory, manifest, source=source, threads=threads)
 
     def build_on_device(self, directory: Path) -> list[str]:
         """The engine, built on this machine (it must have the GPU and TensorRT that will run it)."""

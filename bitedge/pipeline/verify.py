@@ -15,15 +15,10 @@ from pathlib import Path
 from bitedge.artifacts.integrity import changed_files
 from bitedge.artifacts.manifest import Manifest, seal_state
 from bitedge.artifacts.records import parse_record
-from bitedge.calibration.recipe import select_layers
-from bitedge.calibration.simulate import simulate
-from bitedge.calibration.table import CalibrationTable
 from bitedge.converters import get_converter
 from bitedge.converters.base import TargetRunner, target_code
 from bitedge.errors import ArtifactRefusedError, BadInputError
-from bitedge.fold import fold
 from bitedge.model.image_processor import BitImageProcessor
-from bitedge.model.loading import load_model
 from bitedge.model.modeling import BitPreTrainedModel
 from bitedge.parity.gate import Outputs, artifact_outputs, gather, parity_report, record, simulated_outputs
 from bitedge.parity.images import ImageSet, scan_images
@@ -41,6 +36,7 @@ from bitedge.parity.shards import (
     write_partial,
 )
 from bitedge.pipeline.convert import release_weights
+from bitedge.pipeline.rebuild import deploy_graph, float_reference, simulated_model
 from bitedge.pipeline.result import Result
 from bitedge.precisions import Precision
 
@@ -69,7 +65,7 @@ def verify(
     changed = changed_files(directory, manifest)
     converter = get_converter(manifest.target)
     converter.check_runtime()
-    model = _float_reference(manifest, model_path, log)
+    model = float_reference(manifest, model_path, log)
     processor = BitImageProcessor.from_dict(manifest.preprocessing)
     recorded = manifest.parity.get("eval", {}).get("path")
     if eval_images is None and recorded is None:
@@ -157,49 +153,16 @@ def _check_seal(directory: Path) -> list[str]:
     return []
 
 
-def _float_reference(manifest: Manifest, given: Path | None, log: Callable[[str], None]) -> BitPreTrainedModel:
-    """The checkpoint the artifact was made from: where the manifest says, or ``given`` (``--model``), and only
-    if its sha256 is the one recorded."""
-    source = manifest.source
-    if given is None and source.format != "preset" and not Path(source.path).exists():
-        raise BadInputError(f"{source.path}: the checkpoint this artifact was made from is not there (moved or "
-                            "deleted); pass --model PATH to where it is now (checked against the sha256 in "
-                            "bitedge.json)")  # fmt: skip
-    path = given if given is not None else source.path
-    log(f"loading the float reference {path}")
-    model: BitPreTrainedModel = load_model(path, seed=source.seed or 0)
-    found = model.source.sha256 if model.source is not None else None
-    if found != source.sha256:
-        if given is not None:
-            raise BadInputError(f"--model {given}: not the checkpoint this artifact was made from (sha256 {found} "
-                                f"differs from {source.sha256}, recorded in bitedge.json)")  # fmt: skip
-        raise BadInputError(f"{source.path} changed since the artifact was made (sha256 differs); convert again")
-    return model
-
-
 def _recorded_budget(directory: Path, manifest: Manifest, default: Budget) -> Budget:
     recorded = manifest.parity.get("budget")
     return default if recorded is None else parse_record(Budget, recorded, f"{directory}/bitedge.json: parity.budget")
 
 
 def _simulated(
-    directory: Path, manifest: Manifest, model: object, processor: BitImageProcessor, images: ImageSet
+    directory: Path, manifest: Manifest, model: BitPreTrainedModel, processor: BitImageProcessor, images: ImageSet
 ) -> Outputs | None:
     """For an int8 artifact made from bitedge's table: the simulated model rebuilt from that table, run."""
-    calibration = manifest.calibration
-    if manifest.precision != Precision.INT8 or calibration is None or calibration.quantizer not in (None, "bitedge"):
+    network = simulated_model(directory, manifest, deploy_graph(model, manifest))
+    if network is None:
         return None
-    table = CalibrationTable.load(directory / calibration.table)
-    folded = manifest.input.folded
-    placement = get_converter(manifest.target).placement
-    if calibration.placement not in (None, placement.name):
-        raise BadInputError(
-            f"{directory}: its int8 graph has the {calibration.placement} Q/DQ placement; this bitedge's "
-            f"{manifest.target} target places {placement.name}, so its simulated model would not match: convert again"
-        )
-    deploy = fold(model, raw_pixel_input=folded, processor=processor)  # type: ignore[arg-type]
-    layers, _ = select_layers(deploy, list(table.excluded), source=f"calibration table {directory / calibration.table}")
-    table.check_matches(model_sha256=manifest.source.sha256, size=list(processor.input_size), raw_pixels=folded,
-                        layers=layers)  # fmt: skip
-    network = simulate(deploy, table, placement)
-    return simulated_outputs(network, images, processor, raw_pixels=folded)
+    return simulated_outputs(network, images, processor, raw_pixels=manifest.input.folded)
