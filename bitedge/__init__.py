@@ -36,6 +36,7 @@ _EXPORTS = {
     "calibrate": "bitedge.api",
     "build_on_device": "bitedge.api",
     "sensitivity": "bitedge.api",
+    "diagnose": "bitedge.api",
     "Conversion": "bitedge.api",
     "Result": "bitedge.pipeline.result",
     "BitEdgeError": "bitedge.errors",
@@ -56,7 +57,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from bitedge.api import Conversion, build_on_device, calibrate, convert, merge, sensitivity, verify
+    from bitedge.api import Conversion, build_on_device, calibrate, convert, diagnose, merge, sensitivity, verify
     from bitedge.artifacts.manifest import Manifest
     from bitedge.errors import ArtifactRefusedError, BadInputError, BitEdgeError, MissingRuntimeError
     from bitedge.model.checkpoints import CheckpointSource
@@ -96,6 +97,7 @@ __all__ = [
     "build_on_device",
     "calibrate",
     "convert",
+    "diagnose",
     "load_model",
     "merge",
     "sensitivity",

@@ -39,6 +39,7 @@ from bitedge.precisions import Precision, parse_precision
 
 if TYPE_CHECKING:
     from bitedge.calibration.table import CalibrationTable
+    from bitedge.diagnose.run import Diagnosis
     from bitedge.pipeline.sensitivity import Sensitivity
 
 Log = Callable[[str], None]
@@ -225,6 +226,36 @@ def build_on_device(directory: str | Path, *, log: Log | None = None) -> Result:
     manifest.write(directory)
     log(f"built {', '.join(files)} in {directory}; verifying it")
     return verify(directory, log=log)
+
+
+@checked
+def diagnose(
+    artifact: str | Path,
+    eval_images: str | Path | None = None,
+    *,
+    images: int = 32,
+    out: str | Path | None = None,
+    model: str | Path | None = None,
+    threads: int | None = None,
+    verify_hashes: bool = True,
+    log: Log | None = None,
+) -> Diagnosis:
+    """Find where the artifact in ``artifact`` diverges: every layer tapped in its runtime, compared with the
+    float deploy graph and (int8) the simulated model on ``images`` of ``eval_images`` (default: the recorded
+    evaluation images); diagnose.json, .md and .png go to ``out`` (default: the artifact's directory). A failed
+    artifact is what this is for; a modified one is refused unless ``verify_hashes=False``."""
+    from bitedge.diagnose import write
+    from bitedge.diagnose.run import diagnose as run
+
+    directory = Path(artifact)
+    destination = Path(out) if out is not None else directory
+    write.check_out(destination)
+    result = run(directory, eval_images=Path(eval_images) if eval_images is not None else None,
+                 images=check_positive("images", images) or 32, model_path=Path(model) if model is not None else None,
+                 threads=check_positive("threads", threads), allow=Allowances(failed=True, modified=not verify_hashes),
+                 log=log or (lambda _: None))  # fmt: skip
+    write.write(result, destination)
+    return result
 
 
 @checked

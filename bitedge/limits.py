@@ -36,6 +36,7 @@ BOUNDS = {
     "calibration_size": (1, MAX_CALIBRATION_SIZE, "a seeded sample; more adds time, not accuracy"),
     "workers": (1, 256, "one shard per worker; a verification has no use for more"),
     "ranking_images": (1, MAX_SEARCH_IMAGES, f"a layer search scores at most {MAX_SEARCH_IMAGES} evaluation images"),
+    "images": (1, 10_000, "a diagnosis localizes a fault on tens of images; thousands add time, not insight"),
 }
 
 

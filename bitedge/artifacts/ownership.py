@@ -26,6 +26,8 @@ OUTPUTS_FILE = "parity_outputs.npz"
 # Written by the parity gate beside every artifact's runtime files.
 RECORD_FILES = (MANIFEST_NAME, "parity.json", "parity.md", OUTPUTS_FILE)
 REPORT_TITLE = "bitedge conversion report"
+DIAGNOSE_TITLE = "bitedge diagnose"
+DIAGNOSE_FORMAT = "bitedge-diagnose-1"
 BENCH_TITLE = "bitedge bench"
 GENERATOR = "bitedge"  # the PNG "Software" text and the HTML generator meta tag bitedge writes
 
@@ -71,11 +73,15 @@ OWN_FILES: dict[str, Callable[[Path], bool]] = {
     "bench.json": _bench_json,
     "bench.md": lambda p: _head(p).lstrip().startswith(f"# {BENCH_TITLE}"),
     "bench.png": _bench_png,
+    "diagnose.json": lambda p: (_json_object(p) or {}).get("format") == DIAGNOSE_FORMAT,
+    "diagnose.md": lambda p: _head(p).lstrip().startswith(f"# {DIAGNOSE_TITLE}"),
+    "diagnose.png": lambda p: _bench_png(p) or is_own_file(p.with_name("diagnose.json")),
 }
 
 
 REPORT_FILES = ("report.html", "report.md")
 BENCH_FILES = ("bench.json", "bench.md", "bench.png")
+DIAGNOSE_FILES = ("diagnose.json", "diagnose.md", "diagnose.png")
 
 
 def is_own_file(path: Path) -> bool:

@@ -113,6 +113,7 @@ def run_convert(args: argparse.Namespace) -> int:
     print(_table(results, [(s.target, s.reason) for s in results.skipped], results.failures))
     for failure in results.failures:
         print(f"bitedge: error: {failure.target} {failure.precision}: {failure.reason}", file=sys.stderr)
+    _suggest_diagnose(list(results))
     root = args.out if results and len(results) + len(results.failures) > 1 else None
     if args.bench and results:
         from bitedge.artifacts.integrity import Allowances
@@ -239,6 +240,24 @@ def run_verify(args: argparse.Namespace) -> int:
     return _print_verdict(result)
 
 
+def run_diagnose(args: argparse.Namespace) -> int:
+    from bitedge.api import diagnose
+    from bitedge.diagnose.write import verdict_lines
+
+    result = diagnose(args.artifact, args.eval_images, images=args.images, out=args.out, model=args.model,
+                      threads=args.threads, verify_hashes=not args.no_verify_hashes, log=_log)  # fmt: skip
+    data = result.to_dict()
+    print(f"{result.directory}: {data['target']} {data['precision']}, {len(result.layers)} layers on "
+          f"{data['images']} images")  # fmt: skip
+    print("\n".join(f"  {line}" for line in verdict_lines(data)))
+    if result.untapped:
+        print(f"  not observable in this runtime: {', '.join(result.untapped)}")
+    _warn(result.notes)
+    out = args.out or args.artifact
+    print(f"diagnosis: {out}/diagnose.json, diagnose.md, diagnose.png")
+    return 0
+
+
 def _budget_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in ("min_top1_agreement", "min_cosine", "max_accuracy_drop")}
 
@@ -247,7 +266,22 @@ def _print_verdict(result: Any) -> int:
     print("\n".join(result.report.summary_lines()))
     print(_table([result], []))
     _warn(result.warnings)
+    if not result.passed:
+        _suggest_diagnose([result])
     return 0 if result.passed else 1
+
+
+def _suggest_diagnose(results: list[Any]) -> None:
+    """Failing artifacts: point at the command that finds where they diverge (targets that can be tapped)."""
+    from bitedge.converters import get_converter
+    from bitedge.converters.base import Converter
+
+    for result in results:
+        if not result.passed and type(get_converter(result.manifest.target)).tap_runner is not Converter.tap_runner:
+            print(
+                f"bitedge: to find the first layer where it diverges: bitedge diagnose {result.directory}",
+                file=sys.stderr,
+            )
 
 
 def _table(results: list[Any], skipped: list[tuple[str, str]], failures: Any = ()) -> str:

@@ -21,6 +21,7 @@ from bitedge.cli.commands import (
     run_build_engine,
     run_calibrate,
     run_convert,
+    run_diagnose,
     run_inspect,
     run_predict,
     run_report,
@@ -232,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record the verdict from the partial results of all shards")  # fmt: skip
     _budget_arguments(verify)
     verify.set_defaults(handler=run_verify)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        parents=[common],
+        help="find the first layer where an artifact diverges, in its own runtime",
+        description="Tap every layer's output (each conv, GroupNorm and unit) of the artifact in its runtime and "
+        "compare it with the float deploy graph and, for int8, the simulated-quantized model on the same images; "
+        "name the first layer where the artifact falls off the model it should compute (a conversion or "
+        "runtime fault) and, for int8, where quantization itself does. Writes diagnose.json, .md and .png.",
+    )
+    diagnose.add_argument("artifact", type=Path, metavar="ARTIFACT", help="artifact directory (with bitedge.json)")
+    diagnose.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images",
+                          help="images to compare on (default: the artifact's recorded evaluation images)")  # fmt: skip
+    diagnose.add_argument("--images", type=_bounded_int(*BOUNDS["images"]), default=32, metavar="N",
+                          help="how many of them, spread over the sorted set (default 32)")  # fmt: skip
+    diagnose.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the artifact's directory)")
+    diagnose.add_argument("--model", type=Path, metavar="PATH", help="where the source checkpoint is now, if it moved")
+    diagnose.add_argument("--threads", type=_threads, help="runtime threads")
+    diagnose.add_argument("--no-verify-hashes", action="store_true",
+                          help="diagnose an artifact whose files changed since it was verified (refused by "
+                          "default)")  # fmt: skip
+    diagnose.set_defaults(handler=run_diagnose)
     return parser
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from bitedge.artifacts.integrity import STRICT, Allowances, check_artifact
 from bitedge.artifacts.manifest import Manifest
+from bitedge.artifacts.ownership import DIAGNOSE_FORMAT
 from bitedge.converters import converter_classes, get_converter
 from bitedge.converters.base import Converter, ExportSpec, TapSource
 from bitedge.diagnose.compare import (
@@ -29,7 +30,6 @@ from bitedge.model.image_processor import BitImageProcessor
 from bitedge.parity.images import Batches, ImageSet, scan_images
 from bitedge.pipeline.rebuild import deploy_graph, float_reference, simulated_model
 
-FORMAT = "bitedge-diagnose-1"
 DEFAULT_IMAGES = 32
 MAX_BATCH_BYTES = 256 * 2**20  # one batch's tapped outputs, per model
 
@@ -46,7 +46,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": DIAGNOSE_FORMAT,
             "artifact": str(self.directory),
             "target": self.manifest.target,
             "precision": self.manifest.precision,
