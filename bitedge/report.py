@@ -41,6 +41,7 @@ class Entry:
     outputs: dict[str, np.ndarray] | None
     latency_ms: float | None = None
     modified: list[str] = field(default_factory=list)  # files changed since the artifact was verified
+    diagnosis: dict[str, Any] | None = None  # its diagnose.json (bitedge diagnose), when there is one
 
     @property
     def name(self) -> str:
@@ -93,8 +94,21 @@ def load_entries(root: Path, *, verify_hashes: bool = True) -> list[Entry]:
             except (KeyError, IndexError, TypeError, AttributeError, ValueError):
                 raise BadInputError(f"{root / 'bench.json'}: not bitedge bench results; remove it") from None
         modified = changed_files(directory, manifest) if verify_hashes else []
-        entries.append(Entry(directory, manifest, parity, outputs, latency, modified))
+        entries.append(Entry(directory, manifest, parity, outputs, latency, modified, _diagnosis(directory)))
     return entries
+
+
+def _diagnosis(directory: Path) -> dict[str, Any] | None:
+    """The artifact's diagnose.json, if ``bitedge diagnose`` wrote one there."""
+    from bitedge.artifacts.ownership import DIAGNOSE_FILES, is_own_file
+
+    path = directory / DIAGNOSE_FILES[0]
+    if not path.is_file():
+        return None
+    if not is_own_file(path):
+        raise BadInputError(f"{path}: not written by bitedge diagnose; remove it or run bitedge diagnose {directory}")
+    data: dict[str, Any] = read_json_file(path, "diagnosis")
+    return data
 
 
 def build_report(root: Path, *, allow: Allowances = STRICT) -> Built:
@@ -270,6 +284,7 @@ def _html(entries: list[Entry], rows: list[dict[str, str]], tables: list[Table])
         cells = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in t.header) + "</tr>"
         cells += "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in t.rows)
         sections.append(f"<h2>{esc(t.title)}</h2><p>{esc(t.note)}</p><table>{cells}</table>")
+    sections += _diagnosis_html([e for e in entries if e.diagnosis is not None])
     flips_html = ""
     for e in entries:
         flips = _flips(e)
@@ -295,12 +310,38 @@ def _html(entries: list[Entry], rows: list[dict[str, str]], tables: list[Table])
     )
 
 
+def _diagnosis_html(entries: list[Entry]) -> list[str]:
+    """Where each diagnosed artifact diverges: its verdict and its SNR-along-depth plot."""
+    from bitedge.diagnose.write import plot, verdict_lines
+
+    if not entries:
+        return []
+    parts = ["<h2>Where each artifact diverges (bitedge diagnose)</h2>"]
+    for e in entries:
+        data = e.diagnosis or {}
+        try:
+            lines, image = verdict_lines(data), base64.b64encode(plot(data)).decode()
+        except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            raise BadInputError(f"{e.directory}/diagnose.json: malformed ({exc}); run bitedge diagnose again") from None
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+        parts.append(f"<h3>{html.escape(e.name)}</h3><ul>{items}</ul><img class='plot' alt='diagnosis of "
+                     f"{html.escape(e.name)}' src='data:image/png;base64,{image}'>")  # fmt: skip
+    return parts
+
+
 def _markdown(entries: list[Entry], rows: list[dict[str, str]], tables: list[Table]) -> str:
     head = list(rows[0])
     lines = [f"# {REPORT_TITLE}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
     for t in tables:
         lines += ["", *t.markdown()]
+    diagnosed = [e for e in entries if e.diagnosis is not None]
+    if diagnosed:
+        from bitedge.diagnose.write import verdict_lines
+
+        lines += ["", "## Where each artifact diverges (bitedge diagnose)"]
+        for e in diagnosed:
+            lines += ["", f"{e.name}:", *(f"- {line}" for line in verdict_lines(e.diagnosis or {}))]
     for e in entries:
         flips = _flips(e)
         if flips:

@@ -168,6 +168,11 @@ def test_the_command_writes_its_files_and_names_the_faulty_layer(
     assert data["fall_offs"]["conversion"]["layer"] == WEIGHT and data["images"] == 4
     assert (tmp_path / "diagnosis" / "diagnose.md").read_text().startswith("# bitedge diagnose: onnx fp32")
     assert (tmp_path / "diagnosis" / "diagnose.png").read_bytes()[:4] == b"\x89PNG"
+    assert run(capsys, "diagnose", str(artifact), "--images", "4", "--no-verify-hashes")[0] == 0  # into the artifact
+    code, _, _ = run(capsys, "report", str(artifact), "--no-verify-hashes")
+    report = (artifact / "report.md").read_text()
+    assert code == 0 and f"conversion / runtime: first falls off at {WEIGHT}" in report
+    assert "Where each artifact diverges" in (artifact / "report.html").read_text()
 
 
 def test_a_target_without_taps_is_refused_naming_the_ones_with(
