@@ -84,6 +84,23 @@ class TapSource:
 
 
 @dataclass(frozen=True)
+class DeviceBundle:
+    """How an artifact runs on a device without bitedge (``bitedge bench --bundle``): which runtime the bundle's
+    ``run.py`` loads it with (``None``: only the native tool can), the files to copy, and the runtime's own
+    benchmark command (``{batch}``, ``{height}``, ``{width}``, ``{threads}``, ``{runs}``, ``{seconds}``,
+    ``{input_bin}`` are filled in)."""
+
+    runtime: str | None  # "onnxruntime" | "openvino" | "executorch" | "coreml" (run.py's loaders)
+    model: str  # the file (or package folder) the runtime loads
+    files: list[str]  # what the bundle copies from the artifact
+    native: dict[str, str] = field(default_factory=dict)  # tool -> its command, run in the bundle's folder
+    uint8_nhwc: bool = False  # the model takes uint8 NHWC (OpenVINO raw-pixel IRs)
+    output: str = "logits"  # the output holding the logits
+    notes: list[str] = field(default_factory=list)  # what a user running it must know
+    extra_files: dict[str, str] = field(default_factory=dict)  # name -> text written into the bundle
+
+
+@dataclass(frozen=True)
 class ConvertedFiles:
     files: list[str]  # relative to the artifact directory
     notes: list[str] = field(default_factory=list)
@@ -221,6 +238,10 @@ class Converter(ABC):
         """For ``bitedge diagnose``: the artifact in its runtime with the outputs of its layers tapped, as
         ``pixels -> {layer: output}`` (float32, layers named by their path in bitedge's model, any subset of
         ``source.layers`` the runtime can observe). None: this target has no taps."""
+        return None
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle | None:
+        """How this artifact runs on a device without bitedge (``bitedge bench --bundle``); None: it cannot."""
         return None
 
     def build_on_device(self, directory: Path) -> list[str]:

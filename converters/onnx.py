@@ -25,6 +25,7 @@ from bitedge.calibration.placement import X86_UINT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
+    DeviceBundle,
     ExportSpec,
     Taps,
     TapSource,
@@ -132,6 +133,11 @@ class OnnxConverter(Converter):
         from bitedge.converters._onnx_taps import onnx_taps
 
         return fixed_batch_taps(onnx_taps(directory / MODEL_FILE, threads=threads), manifest.input.batch)
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle:
+        native = "onnxruntime_perf_test -e cpu -m times -r {runs} -x {threads} -I " + MODEL_FILE
+        files = [name for name in manifest.files if name in (MODEL_FILE, DATA_FILE)]
+        return DeviceBundle("onnxruntime", MODEL_FILE, files, {"onnxruntime_perf_test": native})
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None

@@ -31,6 +31,7 @@ from bitedge.calibration.placement import X86_UINT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
+    DeviceBundle,
     ExportSpec,
     Taps,
     TapSource,
@@ -164,6 +165,17 @@ class OpenVinoConverter(Converter):
             return {layer: tap.read(found) for layer, tap in taps.items()}
 
         return fixed_batch_taps(run, manifest.input.batch)
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle:
+        raw = manifest.input.raw_pixels
+        shape = "[{batch},{height},{width},3]" if raw else "[{batch},3,{height},{width}]"
+        native = (f"benchmark_app -m {MODEL_XML} -d CPU -hint latency -api sync -niter {{runs}} -t {{seconds}} "
+                  f"-shape {shape} -ip {'u8' if raw else 'f32'} -i {{input_bin}} -infer_precision f32 -json_stats "
+                  "-report_type no_counters -report_folder .")  # fmt: skip
+        notes = ["benchmark_app: -infer_precision f32 is what bitedge verified; drop it to time the CPU's default "
+                 "(bf16 where the CPU has it), and say so"]  # fmt: skip
+        return DeviceBundle("openvino", MODEL_XML, [MODEL_XML, "model.bin"], {"benchmark_app": native}, raw,
+                            notes=notes)  # fmt: skip
 
     def _runner(self, directory: Path, manifest: Manifest, config: dict[str, Any], threads: int | None) -> Runner:
         import openvino as ov

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bitedge.artifacts.manifest import Manifest
-from bitedge.converters.base import ConvertedFiles, Converter, ExportSpec, Taps, TapSource, keep_weights
+from bitedge.converters.base import (
+    ConvertedFiles,
+    Converter,
+    DeviceBundle,
+    ExportSpec,
+    Taps,
+    TapSource,
+    keep_weights,
+)
 from bitedge.converters.onnx import DATA_FILE, MODEL_FILE, OnnxConverter, save_onnx
 from bitedge.converters.registry import register
 from bitedge.errors import BadInputError, ExportError, MissingRuntimeError
@@ -103,6 +111,18 @@ class TensorRTConverter(Converter):
     def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
         """The bundle's ONNX in onnxruntime, tapped (TensorRT fuses away what it could tap; Polygraphy's job)."""
         return OnnxConverter().tap_runner(directory, manifest, source=source, threads=threads)
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle:
+        """trtexec builds the engine on the device and times it; run.py cannot (it would need CUDA bindings)."""
+        flags = "--int8 --fp16" if manifest.precision == "int8" else "--fp16"
+        native = (f"trtexec --onnx={MODEL_FILE} {flags} --saveEngine=model.engine --warmUp=1000 --iterations={{runs}} "
+                  "--duration={seconds} --useSpinWait")  # fmt: skip
+        notes = [
+            "TensorRT: run the trtexec command on the device, then bring its output back with bitedge bench "
+            "--import trtexec.log (latency only); bitedge build-engine DIR verifies the engine's outputs there"
+        ]
+        files = [f for f in manifest.files if f != ENGINE_FILE]
+        return DeviceBundle(None, MODEL_FILE, files, {"trtexec": native}, notes=notes)
 
     def build_on_device(self, directory: Path) -> list[str]:
         """The engine, built on this machine (it must have the GPU and TensorRT that will run it)."""

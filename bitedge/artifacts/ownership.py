@@ -28,6 +28,7 @@ RECORD_FILES = (MANIFEST_NAME, "parity.json", "parity.md", OUTPUTS_FILE)
 REPORT_TITLE = "bitedge conversion report"
 DIAGNOSE_TITLE = "bitedge diagnose"
 DIAGNOSE_FORMAT = "bitedge-diagnose-1"
+DEVICE_BENCH_FILE, DEVICE_BENCH_FORMAT = "device-bench.json", "bitedge-device-bench-1"
 BENCH_TITLE = "bitedge bench"
 GENERATOR = "bitedge"  # the PNG "Software" text and the HTML generator meta tag bitedge writes
 
@@ -73,6 +74,7 @@ OWN_FILES: dict[str, Callable[[Path], bool]] = {
     "bench.json": _bench_json,
     "bench.md": lambda p: _head(p).lstrip().startswith(f"# {BENCH_TITLE}"),
     "bench.png": _bench_png,
+    DEVICE_BENCH_FILE: lambda p: (_json_object(p) or {}).get("format") == DEVICE_BENCH_FORMAT,
     "diagnose.json": lambda p: (_json_object(p) or {}).get("format") == DIAGNOSE_FORMAT,
     "diagnose.md": lambda p: _head(p).lstrip().startswith(f"# {DIAGNOSE_TITLE}"),
     "diagnose.png": lambda p: _bench_png(p) or is_own_file(p.with_name("diagnose.json")),

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bitedge.errors import BadInputError
+
 
 def run_inspect(args: argparse.Namespace) -> int:
     from bitedge.artifacts.manifest import Manifest
@@ -176,6 +178,12 @@ def run_bench(args: argparse.Namespace) -> int:
     from bitedge.bench.protocol import Protocol
     from bitedge.bench.run import bench, check_out, table, write
 
+    if args.import_files or args.bundle:
+        return _run_device(args)
+    if args.remote:
+        raise BadInputError("--remote runs device bundles: add --bundle DIR")
+    if not args.targets:
+        raise BadInputError("bitedge bench needs TARGETs (artifact directories or models), or --import FILE")
     protocol = Protocol(min_runs=args.runs, min_seconds=args.duration)
     if args.out:
         check_out(args.out)
@@ -186,6 +194,30 @@ def run_bench(args: argparse.Namespace) -> int:
         write(results, args.out, protocol)
         print(f"results: {args.out}/bench.json, bench.md, bench.png")
     return 0
+
+
+def _run_device(args: argparse.Namespace) -> int:
+    """``bench --bundle`` (and ``--remote``) or ``bench --import``: every row printed; exit 1 if a device's
+    outputs miss the artifact's budget."""
+    from bitedge.bench.device import import_device_results, make_device_bundle, run_on_device
+    from bitedge.bench.device.results import describe
+
+    if args.import_files and (args.targets or args.bundle):
+        raise BadInputError("--import reads results back; give it alone (no TARGETs, no --bundle)")
+    if args.bundle and not args.targets:
+        raise BadInputError("--bundle DIR writes one bundle per ARTIFACT: name the artifact directories")
+    rows = [import_device_results(path, out=args.out) for path in args.import_files or []]
+    for target in args.targets if args.bundle else []:
+        folder = make_device_bundle(target, args.bundle, eval_images=args.eval_images, images=args.images,
+                                    model=args.model, threads=args.threads, runs=args.runs, duration=args.duration,
+                                    verify_hashes=not args.no_verify_hashes, log=_log)  # fmt: skip
+        print(f"bundle: {folder} (see its README.md)")
+        if args.remote:
+            rows.append(run_on_device(folder, args.remote, python=args.remote_python, threads=args.threads,
+                                      out=args.out, log=_log))  # fmt: skip
+    for row in rows:
+        print(describe(row))
+    return 1 if any(row["parity"] is not None and not row["parity"]["passed"] for row in rows) else 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -218,7 +250,6 @@ def run_build_engine(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from bitedge.api import merge, verify
-    from bitedge.errors import BadInputError
 
     if args.merge:
         flags = (("--eval", args.eval_images), ("--model", args.model), ("--shard", args.shard),

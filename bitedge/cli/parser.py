@@ -156,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="time artifacts (and float models) under one latency protocol",
         description="Time each TARGET (an artifact directory, or a model: the float PyTorch reference, "
         "eager) on real preprocessed images: warm-up, then interleaved timed runs until both --runs and "
-        "--duration are reached; reports median, p90, p99, mean, min, throughput and ratios to the first.",
+        "--duration are reached; reports median, p90, p99, mean, min, throughput and ratios to the first. "
+        "With --bundle: write, per artifact, a folder that times it on a device without bitedge or torch "
+        "(--remote: over ssh, and bring the results back); --import: a device's results, checked against "
+        "the float model and shown beside the host's in bitedge report.",
     )
-    bench.add_argument("targets", nargs="+", metavar="TARGET", help="artifact directories or models")
+    bench.add_argument("targets", nargs="*", metavar="TARGET", help="artifact directories or models")
     bench.add_argument("--batch", nargs="+", type=_batch_size, default=[1], metavar="N", help="batch sizes")
     bench.add_argument("--threads", type=_threads, default=None, help="runtime threads (default: runtime's)")
     bench.add_argument(
@@ -166,7 +169,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="minimum timed runs (default 50)",
     )  # fmt: skip
     bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
-    bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here")
+    bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here "
+                       "(--import: device-bench.json; default: the folder holding the artifact)")  # fmt: skip
+    device = bench.add_argument_group("on a device")
+    device.add_argument("--bundle", type=Path, metavar="DIR", help="write a device bundle per ARTIFACT into DIR "
+                        "instead of timing here")  # fmt: skip
+    device.add_argument(
+        "--images",
+        type=_bounded_int(*BOUNDS["images"]),
+        default=16,
+        metavar="N",
+        help="real images in each bundle, from the artifact's evaluation set (default 16)",
+    )
+    device.add_argument(
+        "--eval",
+        type=Path,
+        metavar="IMAGES",
+        dest="eval_images",
+        help="take the bundle's images from here instead of the recorded evaluation images",
+    )
+    device.add_argument("--model", type=Path, metavar="PATH", help="where the source checkpoint is now, if it moved")
+    device.add_argument("--remote", metavar="ssh://USER@HOST[:PORT]", help="with --bundle: copy each bundle there "
+                        "over ssh, run it, fetch and import its results")  # fmt: skip
+    device.add_argument(
+        "--remote-python",
+        default="python3",
+        metavar="PYTHON",
+        help="the interpreter on the device (default python3; needs numpy and the runtime)",
+    )
+    device.add_argument(
+        "--import",
+        dest="import_files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="a bundle's results.json, or a native tool's output, from inside its bundle folder",
+    )
     _integrity_arguments(bench)
     bench.set_defaults(handler=run_bench)
 

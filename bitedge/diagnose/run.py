@@ -4,7 +4,7 @@ on the same images, and where each comparison falls off (``compare``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from bitedge.diagnose.compare import (
 from bitedge.diagnose.taps import run_tapped, tap_order
 from bitedge.errors import BadInputError
 from bitedge.model.image_processor import BitImageProcessor
-from bitedge.parity.images import Batches, ImageSet, scan_images
-from bitedge.pipeline.rebuild import deploy_graph, float_reference, simulated_model
+from bitedge.parity.images import Batches, scan_images, spread
+from bitedge.pipeline.rebuild import deploy_graph, float_reference, recorded_eval, simulated_model
 
 DEFAULT_IMAGES = 32
 MAX_BATCH_BYTES = 256 * 2**20  # one batch's tapped outputs, per model
@@ -93,7 +93,7 @@ def diagnose(
         supported = [c.name for c in converter_classes() if c.tap_runner is not Converter.tap_runner]
         raise BadInputError(f"{directory}: {manifest.target} artifacts cannot be tapped layer by layer; bitedge "
                             f"diagnose supports {', '.join(supported)}")  # fmt: skip
-    chosen = _spread(scan_images(eval_images or _recorded_eval(manifest), model.config.labels), images)
+    chosen = spread(scan_images(eval_images or recorded_eval(manifest), model.config.labels), images)
     layers = {name: LayerStats(name, kind) for name, kind in kinds.items()}
     seen: set[str] = set()
     artifact_raw, model_raw = manifest.input.raw_pixels, manifest.input.folded
@@ -128,23 +128,6 @@ def _fall_offs(layers: list[LayerStats], precision: str, simulated: bool) -> dic
         "conversion": fall_off(layers, ARTIFACT_VS_SIMULATED, LIMITS_DB[precision]),
         "quantization": fall_off(layers, SIMULATED_VS_FLOAT, LIMITS_DB["quantization"]),
     }
-
-
-def _recorded_eval(manifest: Manifest) -> Path:
-    recorded = manifest.parity.get("eval", {}).get("path") if isinstance(manifest.parity.get("eval"), dict) else None
-    if not isinstance(recorded, str):
-        raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
-    return Path(recorded)
-
-
-def _spread(images: ImageSet, count: int) -> ImageSet:
-    """``count`` images evenly spread over the sorted set (all of them if it has fewer)."""
-    if not images.files:
-        raise BadInputError(f"{images.root}: no images to diagnose on")
-    step = max(1, len(images.files) // count)
-    picked = list(range(0, len(images.files), step))[:count]
-    labels = [images.labels[i] for i in picked] if images.labels is not None else None
-    return replace(images, files=[images.files[i] for i in picked], labels=labels)
 
 
 def _batch_size(deploy: Any, kinds: dict[str, str], input_size: tuple[int, int]) -> int:

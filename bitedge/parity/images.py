@@ -27,6 +27,14 @@ class ImageSet:
     note: str = ""  # why there are no labels, when there are none
 
 
+def spread(images: ImageSet, count: int) -> ImageSet:
+    """``count`` images evenly spread over the sorted set (all of them if it has fewer)."""
+    step = max(1, len(images.files) // count)
+    picked = list(range(0, len(images.files), step))[:count]
+    labels = [images.labels[i] for i in picked] if images.labels is not None else None
+    return replace(images, files=[images.files[i] for i in picked], labels=labels)
+
+
 def scan_images(root: str | Path, label_names: list[str]) -> ImageSet:
     """List the images under ``root`` (recursively); label them by class folder when possible."""
     root = Path(root)

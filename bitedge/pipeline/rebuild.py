@@ -66,3 +66,12 @@ def simulated_model(directory: Path, manifest: Manifest, deploy: nn.Module) -> n
     table.check_matches(model_sha256=manifest.source.sha256, size=size, raw_pixels=manifest.input.folded,
                         layers=layers)  # fmt: skip
     return simulate(deploy, table, placement)
+
+
+def recorded_eval(manifest: Manifest) -> Path:
+    """The evaluation images the artifact was last verified on, as its manifest records them."""
+    recorded = manifest.parity.get("eval")
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if not isinstance(path, str):
+        raise BadInputError("no evaluation images recorded in the manifest; pass --eval DIR")
+    return Path(path)
