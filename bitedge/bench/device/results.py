@@ -42,7 +42,7 @@ def import_results(path: Path, *, bundle: Path | None = None, out: Path | None =
                             "--bundle pointing at the folder it came from")  # fmt: skip
     row: dict[str, Any] = {
         "artifact": record["artifact"], "bundle": str(folder.resolve()), "bundle_id": record["id"],
-        "source": results["source"], "results": str(path.resolve()), "device": results.get("device", {}),
+        "source": results.get("source", "results.json"), "results": str(path.resolve()), "device": results.get("device", {}),
         "runtime": results.get("runtime", {}), "batch": results.get("batch", record["batch"]),
         "threads": results.get("threads"), "latency_ms": results["latency_ms"],
         "load_seconds": results.get("load_seconds"), "first_inference_ms": results.get("first_inference_ms"),
@@ -76,7 +76,7 @@ def _results(path: Path, text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise BadInputError(f"{path}: neither a bundle's results.json ({RESULTS_FORMAT}) nor the output of "
                             "benchmark_app, trtexec or Minibench")  # fmt: skip
-    for key in ("latency_ms", "outputs", "device", "runtime"):
+    for key in ("bundle", "latency_ms", "outputs", "device", "runtime"):
         if not isinstance(data.get(key), dict):
             raise BadInputError(f"{path}: results.json without {key}; run the bundle's run.py again")
     return data
