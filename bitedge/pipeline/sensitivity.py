@@ -129,7 +129,7 @@ def write(result: Sensitivity, out: Path) -> list[Path]:
 
 def markdown(data: dict[str, Any], limit: int | None = None) -> list[str]:
     """The ranking as Markdown (from the JSON, as the report renders a stored one)."""
-    from bitedge.report_tables import sensitivity_table
+    from bitedge.report.tables import sensitivity_table
 
     quantized = "; ".join(f"{name} top-1 {m['top1_agreement']:.2%}, cosine {m['cosine']:.6f}, SNR {m['snr_db']:.1f} dB"
                           for name, m in data["all_quantized"].items())  # fmt: skip

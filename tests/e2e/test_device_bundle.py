@@ -66,6 +66,14 @@ def test_results_come_back_re_gated_and_stored_beside_the_host_rows(
     (row,) = stored["rows"]
     assert row["parity"]["passed"] and row["parity"]["vs_host"]["max_abs_diff"] < 1e-4
     code, _, _ = run(capsys, "report", str(artifact.parent))  # the report reads it (shown beside the host rows)
+    report = (artifact.parent / "report.md").read_text()
+    assert code == 0 and "## Latency" in report and "| device: " in report and "(run.py) | 1 |" in report
+
+
+def test_a_report_without_timings_says_how_to_measure_them(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "report", str(artifact))[0] == 0
+    page = (artifact / "report.html").read_text()
+    assert "latency-note" in page and "bitedge bench --bundle" in page and "not timed" in page
 
 
 def test_outputs_that_miss_the_budget_fail_the_import(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,8 +31,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_files_and_rebuild(converted: Path, capsys: pytest.CaptureFixture[str]) -> None:
     page = (converted / "report.html").read_text()
     assert page.count('class="artifact-row"') == 4
-    for plot in ("plot-scatter", "plot-per_class", "plot-latency"):
-        assert plot in page
+    for part in ("plot-error", "plot-latency", "id='per-class'"):
+        assert part in page
+    assert "latency-note" not in page  # timed: the latency section, not the note
     assert "http://" not in page and "https://" not in page  # self-contained
     markdown = (converted / "report.md").read_text()
     assert "| onnx int8 |" in markdown and "| openvino fp32 |" in markdown

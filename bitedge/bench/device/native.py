@@ -65,12 +65,13 @@ def _benchmark_app(text: str) -> dict[str, Any]:
         return float(match[1])
 
     count = re.search(r"Count:\s+([0-9]+) iterations", text)
-    latency = {"median": value("Median"), "mean": value("Average"), "min": value("Min"), "max": value("Max"),
-               "runs": int(count[1]) if count else None}  # fmt: skip
-    first = re.search(rf"First inference took {NUMBER} ms", text)
+    stats: dict[str, Any] = {"median": value("Median"), "mean": value("Average"), "min": value("Min"),
+                             "max": value("Max"), "runs": int(count[1]) if count else None}  # fmt: skip
+    first_line = re.search(rf"First inference took {NUMBER} ms", text)
     version = re.search(r"OpenVINO:\s*\n?.*?Build[ .]*([0-9][^\s]*)", text)
     runtime = {"name": "openvino benchmark_app", "version": version[1] if version else None}
-    return {"latency_ms": latency, "first_inference_ms": float(first[1]) if first else None, "runtime": runtime}
+    first_ms = float(first_line[1]) if first_line else None
+    return {"latency_ms": stats, "first_inference_ms": first_ms, "runtime": runtime}
 
 
 def _trtexec(text: str) -> dict[str, Any]:

@@ -42,7 +42,8 @@ def import_results(path: Path, *, bundle: Path | None = None, out: Path | None =
                             "--bundle pointing at the folder it came from")  # fmt: skip
     row: dict[str, Any] = {
         "artifact": record["artifact"], "bundle": str(folder.resolve()), "bundle_id": record["id"],
-        "source": results.get("source", "results.json"), "results": str(path.resolve()), "device": results.get("device", {}),
+        "source": results.get("source", "results.json"), "results": str(path.resolve()),
+        "device": results.get("device", {}),
         "runtime": results.get("runtime", {}), "batch": results.get("batch", record["batch"]),
         "threads": results.get("threads"), "latency_ms": results["latency_ms"],
         "load_seconds": results.get("load_seconds"), "first_inference_ms": results.get("first_inference_ms"),

@@ -56,7 +56,7 @@ def load(bundle: dict[str, Any], threads: int | None, precision: str | None) -> 
         import openvino as ov
 
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
         if threads:

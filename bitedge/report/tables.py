@@ -1,5 +1,6 @@
-"""The report's int8 tables: the layers ``--fallback auto`` kept in float (and what each bought), and a layer
-sensitivity ranking (``bitedge sensitivity --out`` into the report's directory), read back from the files.
+"""The report's tables beyond the artifacts' rows: the layers ``--fallback auto`` kept in float (and what each
+bought), a layer sensitivity ranking (``bitedge sensitivity --out`` into the report's directory), and per-class
+accuracy (a heat map in HTML), read back from the files.
 """
 
 from __future__ import annotations
@@ -86,3 +87,38 @@ def sensitivity_table(data: dict[str, Any], limit: int) -> Table:
             f"({', '.join(data['placements'])}; worst shown); the {len(rows)} most harmful of "
             f"{len(data['ranking'])}.")  # fmt: skip
     return Table("Layer sensitivity", note, ("rank", "layer", "top-1 agreement", "cosine", "SNR dB"), rows)
+
+
+MAX_CLASSES = 30  # per-class rows shown; past it, the classes with the largest drop
+
+
+@dataclass(frozen=True)
+class ClassAccuracy:
+    """Per-class accuracy (%) of float and of each artifact, for the heat-map table."""
+
+    columns: list[str]  # "float", then each artifact
+    rows: list[tuple[str, int, list[float]]]  # (class, images, accuracy per column)
+    note: str
+
+
+def per_class(entries: list[Any]) -> ClassAccuracy | None:
+    """From the stored top-1s and labels (every evaluated image); None without labels."""
+    labeled = [e for e in entries if e.outputs is not None and len(e.outputs["labels"])]
+    if not labeled:
+        return None
+    names = labeled[0].manifest.labels
+    labels = labeled[0].outputs["labels"]
+    columns = ["float", *(e.name for e in labeled)]
+    tops = [labeled[0].outputs["reference_top1"], *(e.outputs["artifact_top1"] for e in labeled)]
+    rows = []
+    for c, name in enumerate(names):
+        mask = labels == c
+        if mask.any():
+            rows.append((name, int(mask.sum()), [float((top[mask] == c).mean() * 100) for top in tops]))
+    note = f"{len(rows)} classes, accuracy % on their evaluation images."
+    if len(rows) > MAX_CLASSES:
+        rows.sort(key=lambda row: row[2][0] - min(row[2][1:]), reverse=True)
+        rows = sorted(rows[:MAX_CLASSES], key=lambda row: names.index(row[0]))
+        note = f"The {MAX_CLASSES} of {len(names)} classes where an artifact loses most against float."
+    return ClassAccuracy(columns, rows, note + " Colour: each artifact against float, green as good or better, "
+                         "red worse (fully red at 10 points lost).")  # fmt: skip
