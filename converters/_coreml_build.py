@@ -22,6 +22,7 @@ from bitedge import __version__
 from bitedge.calibration.simulate import explicit_qdq
 from bitedge.converters._coreml_check import check_package
 from bitedge.converters._coreml_package import MLPackage
+from bitedge.converters._coreml_taps import TAPS_KEY, record_taps, tap_metadata
 from bitedge.converters._coreml_usage import usage_markdown
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.coreml import (
@@ -39,6 +40,7 @@ from bitedge.precisions import Precision
 
 # Ops of GroupNorm's statistics, computed in fp32 inside fp16 programs (plus the "+ eps" add that follows)
 FP32_STATISTICS_OPS = frozenset({"reduce_mean", "sub", "square", "sqrt", "real_div"})
+NETWORK = "network"  # the deploy graph's attribute in the traced Classifier: the prefix of its module paths
 
 
 class Classifier(nn.Module):
@@ -46,7 +48,7 @@ class Classifier(nn.Module):
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
-        self.network = network  # not "graph": a traced module's .graph is TorchScript's IR
+        self.network = network  # not "graph": a traced module's .graph is TorchScript's IR (name: NETWORK)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.network(x), dim=1)
@@ -74,10 +76,9 @@ def build_package(
         inputs = [ct.ImageType(name=IMAGE_INPUT, shape=shape, scale=scale, bias=bias,
                                color_layout=ct.colorlayout.RGB)]  # fmt: skip
     labels = list(spec.labels) or [str(i) for i in range(_num_outputs(graph, shape))]
+    classifier = Classifier(graph).eval()
     with _quiet():  # tracer warnings and coremltools' progress bars; the parity gate checks the result
-        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-            Classifier(graph).eval(), torch.zeros(shape), check_trace=False
-        )
+        traced = torch.jit.trace(classifier, torch.zeros(shape), check_trace=False)  # type: ignore[no-untyped-call]
         mlmodel = ct.convert(
             traced, inputs=inputs, classifier_config=ct.ClassifierConfig(labels), convert_to="mlprogram",
             compute_precision=_compute_precision(precision), minimum_deployment_target=deployment,
@@ -85,10 +86,14 @@ def build_package(
         del traced  # it shares the deploy graph's weights
         release_weights()  # coremltools holds the weights now
         try:
+            # each layer's output variable, for diagnose; from this program: weight compression reloads it from
+            # its protobuf, which drops the torch scopes the map is made from (the variables keep their names)
+            taps = record_taps(mlmodel._mil_program, classifier, NETWORK)
             if precision == Precision.W8:
                 unquantized, mlmodel = mlmodel, _quantize_weights(mlmodel)
                 _remove_temp_package(unquantized)
             _describe(mlmodel, spec, precision, labels, options)
+            mlmodel.user_defined_metadata[TAPS_KEY] = tap_metadata(taps, mlmodel._mil_program)
             mlmodel.save(str(directory / PACKAGE))
         finally:
             _remove_temp_package(mlmodel)

@@ -21,7 +21,9 @@ plain multi-array input of normalized pixels instead.
 
 Core ML runs only on macOS, so verification executes the saved package with bitedge's emulator
 (:mod:`bitedge.converters._coreml_emulator`), fp16 rounding as the program types it; the gated logits are the
-values the program's softmax takes. On macOS, ``MLModel.predict`` is run as well (not gated).
+values the program's softmax takes. On macOS, ``MLModel.predict`` is run as well (not gated). For ``bitedge
+diagnose``, the package's user-defined metadata records which MIL variable holds each layer's output
+(``bitedge.taps``, :mod:`bitedge.converters._coreml_taps`), and the emulator keeps those as it runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
     ExportSpec,
+    Taps,
+    TapSource,
     TargetOptions,
     keep_weights,
     option,
@@ -135,6 +139,11 @@ class CoreMLConverter(Converter):
         from bitedge.converters import _coreml_runner
 
         return _coreml_runner.EmulatedRunner(directory / PACKAGE, batch=manifest.input.batch or 1)
+
+    def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
+        from bitedge.converters._coreml_taps import coreml_taps
+
+        return coreml_taps(directory / PACKAGE, batch=manifest.input.batch or 1)  # as load_runner runs it
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
