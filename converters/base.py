@@ -95,7 +95,8 @@ class DeviceBundle:
     files: list[str]  # what the bundle copies from the artifact
     native: dict[str, str] = field(default_factory=dict)  # tool -> its command, run in the bundle's folder
     uint8_nhwc: bool = False  # the model takes uint8 NHWC (OpenVINO raw-pixel IRs)
-    output: str = "logits"  # the output holding the logits
+    output: str = "logits"  # the output holding the logits (or the probabilities)
+    outputs_are: str = "logits"  # or "log_probabilities": a runtime that gives softmax outputs (Core ML)
     notes: list[str] = field(default_factory=list)  # what a user running it must know
     extra_files: dict[str, str] = field(default_factory=dict)  # name -> text written into the bundle
 

@@ -38,6 +38,7 @@ from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
+    DeviceBundle,
     ExportSpec,
     Taps,
     TapSource,
@@ -144,6 +145,17 @@ class CoreMLConverter(Converter):
         from bitedge.converters._coreml_taps import coreml_taps
 
         return coreml_taps(directory / PACKAGE, batch=manifest.input.batch or 1)  # as load_runner runs it
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle:
+        """run.py predicts with coremltools on macOS; Bench.swift times it on an iPhone, iPad or Mac. Both compare
+        log-probabilities (the package's output is its softmax)."""
+        from bitedge.converters._coreml_bench import SWIFT
+
+        notes = ["Core ML: run.py needs macOS (coremltools predicts there only); on iOS use Bench.swift "
+                 "(latency only), untested here: this machine has no Swift toolchain"]  # fmt: skip
+        swift = {"Bench.swift": SWIFT} if manifest.input.name == IMAGE_INPUT else {}
+        return DeviceBundle("coreml", PACKAGE, [PACKAGE], output=manifest.output.name, notes=notes,
+                            outputs_are="log_probabilities", extra_files=swift)  # fmt: skip
 
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bitedge.artifacts.integrity import STRICT, Allowances, check_artifact
 from bitedge.artifacts.manifest import Manifest
@@ -80,6 +81,8 @@ def make_bundle(
     with torch.no_grad():
         reference = model(torch.from_numpy(np.concatenate(normalized))).logits.numpy()
     host = converter.open_runner(artifact, manifest, threads=threads)(inputs)
+    if how.outputs_are == "log_probabilities":  # the runtime gives a softmax: compare log-probabilities
+        reference, host = _log_softmax(reference), _log_softmax(np.asarray(host))
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{destination.name}.partial-") as scratch:
         staging = Path(scratch) / "bundle"
         staging.mkdir()
@@ -91,6 +94,10 @@ def make_bundle(
             np.save(staging / "labels.npy", np.asarray(chosen.labels, np.int64))
         batch = manifest.input.batch or 1
         _first_batch(inputs, batch, how).tofile(staging / "input.bin")
+        if raw:  # the first image as the app sees it, after resize and crop (Core ML's Bench.swift reads it)
+            Image.fromarray(inputs[0].round().clip(0, 255).astype(np.uint8).transpose(1, 2, 0)).save(
+                staging / "input.png"
+            )
         shutil.copy(RUNNER, staging / "run.py")
         for name, text in how.extra_files.items():
             (staging / name).write_text(text, encoding="utf-8")
@@ -109,6 +116,12 @@ def _copy(artifact: Path, staging: Path, files: list[str]) -> None:
             shutil.copytree(source, target)
         else:
             shutil.copy2(source, target)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    out: np.ndarray = (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+    return out
 
 
 def _first_batch(inputs: np.ndarray, batch: int, how: DeviceBundle) -> np.ndarray:
@@ -135,9 +148,10 @@ def _record(
         "artifact": {"name": f"{manifest.target} {manifest.precision}", "target": manifest.target,
                      "precision": manifest.precision, "directory": str(artifact.resolve()), "seal": manifest.seal},
         "report_root": str(artifact.resolve().parent),
-        "runtime": how.runtime, "model": how.model, "output": how.output,
-        "input": {"shape": [batch, 3, height, width], "raw_pixels": manifest.input.raw_pixels,
-                  "uint8_nhwc": how.uint8_nhwc},
+        "runtime": how.runtime, "model": how.model, "output": how.output, "outputs_are": how.outputs_are,
+        "labels": manifest.labels if how.outputs_are == "log_probabilities" else None,
+        "input": {"name": manifest.input.name, "shape": [batch, 3, height, width],
+                  "raw_pixels": manifest.input.raw_pixels, "uint8_nhwc": how.uint8_nhwc},
         "batch": batch, "inputs": "inputs.npy", "count": count, "threads": threads,
         "protocol": timing, "budget": asdict(Budget(**budget)),
         "native": {tool: command.format(**values) for tool, command in how.native.items()},
@@ -166,6 +180,9 @@ def _readme(record: dict[str, Any], how: DeviceBundle) -> str:
     if record["native"]:
         lines += ["## With the runtime's own benchmark tool (latency only)", "", "```sh"]
         lines += [f"{command}  > {tool}.log" for tool, command in record["native"].items()] + ["```", ""]
+    for name, text in how.extra_files.items():  # e.g. Core ML's Bench.swift: its own first lines say how to run it
+        usage = [line.removeprefix("//").strip() for line in text.splitlines()[:4] if line.startswith("//")]
+        lines += [f"## {name}", "", *usage, ""]
     lines += ["## Back on the machine that made the bundle", "", "Copy `results.json` (or the tool's log) into "
               "this folder, then:", "", "```sh", "bitedge bench --import results.json", "```", "",
               "It checks the device's outputs against the float model with the artifact's parity budget and adds "

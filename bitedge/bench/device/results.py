@@ -77,7 +77,7 @@ def _results(path: Path, text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise BadInputError(f"{path}: neither a bundle's results.json ({RESULTS_FORMAT}) nor the output of "
                             "benchmark_app, trtexec or Minibench")  # fmt: skip
-    for key in ("bundle", "latency_ms", "outputs", "device", "runtime"):
+    for key in ("bundle", "latency_ms", "device", "runtime"):  # outputs too, unless only latency came back
         if not isinstance(data.get(key), dict):
             raise BadInputError(f"{path}: results.json without {key}; run the bundle's run.py again")
     return data

@@ -91,11 +91,11 @@ def load(bundle: dict[str, Any], threads: int | None, precision: str | None) -> 
         mlmodel = ct.models.MLModel(model, compute_units=ct.ComputeUnit[precision or "ALL"])
         spec_input = mlmodel.get_spec().description.input[0].name
 
-        def predict(x: np.ndarray) -> np.ndarray:
+        def predict(x: np.ndarray) -> np.ndarray:  # log-probabilities, in label order (the output is a softmax)
             frames = [Image.fromarray(np.uint8(image.transpose(1, 2, 0).round().clip(0, 255))) for image in x]
-            outs = [mlmodel.predict({spec_input: frame}) for frame in frames]
-            key = bundle["output"]
-            return np.stack([np.asarray(o[key], np.float32).reshape(-1) for o in outs])
+            outs = [mlmodel.predict({spec_input: frame})[bundle["output"]] for frame in frames]
+            probabilities = np.asarray([[o[label] for label in bundle["labels"]] for o in outs], np.float64)
+            return np.log(np.maximum(probabilities, 1e-45)).astype(np.float32)
 
         return predict, {"name": "coremltools", "version": ct.__version__, "compute_units": precision or "ALL"}
     raise SystemExit(f"{runtime}: this runner cannot run it; see README.md for the native command")
