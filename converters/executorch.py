@@ -14,6 +14,9 @@ with a Kotlin snippet for Android.
 INT8 (``XNNPACK_INT8`` placement): bitedge's calibration table, imposed on PyTorch's PT2E flow so XNNPACK runs
 int8 convolutions with exactly the simulated model's scales (``_executorch_quantize.py``); GroupNorm, the
 residual adds and the logits stay float. Verified against the simulated model as well as the float one.
+
+``bitedge diagnose`` taps a twin of the program, lowered by the same ``build_program`` with every layer's output
+added as a program output (``_executorch_taps.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from bitedge.calibration.placement import XNNPACK_INT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
+    DeviceBundle,
     ExportSpec,
+    Taps,
+    TapSource,
     TargetOptions,
     fixed_batch,
     keep_weights,
@@ -103,16 +109,9 @@ class ExecuTorchConverter(Converter):
         spec: ExportSpec,
         release_weights: Callable[[], None] = keep_weights,
     ) -> ConvertedFiles:
-        import torch
-
         batch = spec.batch or 1
-        example = (torch.zeros(batch, 3, *spec.input_size),)
-        options = spec.options if isinstance(spec.options, ExecuTorchOptions) else ExecuTorchOptions()
-        model = decompose_group_norm(deploy) if options.group_norm == "decomposed" else deploy
         int8 = precision == Precision.INT8
-        if int8 and spec.simulated is None:
-            raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
-        program = lower(model, example, spec.simulated if int8 else None)
+        program = build_program(deploy, precision, spec)
         release_weights()  # the program holds its own copy of the weights now
         (directory / MODEL_FILE).write_bytes(program.buffer)
         partitions, outside = _partitions(program)
@@ -153,6 +152,22 @@ class ExecuTorchConverter(Converter):
 
         return fixed_batch(run, manifest.input.batch)
 
+    def tap_runner(self, directory: Path, manifest: Manifest, *, source: TapSource, threads: int | None = None) -> Taps:
+        """Every layer's output from a tapped twin of the program (``_executorch_taps``: inside the one XNNPACK
+        delegate ExecuTorch records no intermediate values), beside the artifact's own, whose output is the head's."""
+        from bitedge.converters._executorch_taps import twin_taps
+
+        artifact = self.load_runner(directory, manifest, threads=threads)  # sizes the thread pool first
+        return twin_taps(source, Precision(manifest.precision), artifact)
+
+    def device_bundle(self, directory: Path, manifest: Manifest) -> DeviceBundle:
+        """run.py with ExecuTorch's Python runtime (pip's executorch, which brings torch); on Android or iOS,
+        ExecuTorch's executor_runner or Minibench app (its JSON imports, latency only)."""
+        native = f"executor_runner --model_path {MODEL_FILE} --num_executions {{runs}}"
+        notes = ["ExecuTorch: on a phone, time it with the Minibench app (extension/benchmark in ExecuTorch's "
+                 "repository) and import its benchmark_results.json; executor_runner prints totals only"]  # fmt: skip
+        return DeviceBundle("executorch", MODEL_FILE, [MODEL_FILE], {"executor_runner": native}, notes=notes)
+
     def bench_runner(
         self, directory: Path, manifest: Manifest, *, threads: int | None, runs: str | None = None
     ) -> tuple[Runner, dict[str, Any]]:
@@ -163,6 +178,25 @@ class ExecuTorchConverter(Converter):
         runner = self.load_runner(directory, manifest, threads=threads)
         info = {"runtime": f"executorch {version('executorch')} (XNNPACK)", "threads": _threadpool_get_thread_count()}
         return runner, info
+
+
+def build_program(
+    deploy: nn.Module, precision: Precision, spec: ExportSpec, *, wrap: Callable[[nn.Module], nn.Module] | None = None
+) -> Any:
+    """The ExecuTorch program of ``deploy`` that ``convert`` writes; with ``wrap`` (the model just before export ->
+    a model with more outputs), the tapped twin ``bitedge diagnose`` runs (``_executorch_taps``). One function for
+    both, so the twin gets the artifact's GroupNorm form, int8 flow and XNNPACK lowering by the same code."""
+    import torch
+
+    example = (torch.zeros(spec.batch or 1, 3, *spec.input_size),)  # (N, 3, H, W): static shapes
+    options = spec.options if isinstance(spec.options, ExecuTorchOptions) else ExecuTorchOptions()
+    model = decompose_group_norm(deploy) if options.group_norm == "decomposed" else deploy
+    if wrap is not None:
+        model = wrap(model)
+    int8 = precision == Precision.INT8
+    if int8 and spec.simulated is None:
+        raise ExportError("int8 needs the simulated-quantized model (a calibration table)")
+    return lower(model, example, spec.simulated if int8 else None)
 
 
 def lower(model: nn.Module, example: tuple[Tensor, ...], simulated: nn.Module | None = None) -> Any:

@@ -114,6 +114,7 @@ def diagnose(
                     stats.add(ARTIFACT_VS_SIMULATED, tapped[name], sims[name])
             if name in sims:
                 stats.add(SIMULATED_VS_FLOAT, sims[name], reference)
+    notes += [str(note) for note in getattr(taps, "notes", [])]  # e.g. how a tapped twin relates to the artifact
     ordered = list(layers.values())
     return Diagnosis(directory, manifest, ordered, chosen.files, [n for n in kinds if n not in seen],
                      _fall_offs(ordered, manifest.precision, simulated is not None), notes)  # fmt: skip
