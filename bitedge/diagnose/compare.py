@@ -14,14 +14,17 @@ budget: 15 dB (cosine ≈ 0.984) marks where a layer's quantization error passes
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 ARTIFACT_VS_FLOAT = "artifact vs float"
 ARTIFACT_VS_SIMULATED = "artifact vs simulated"
 SIMULATED_VS_FLOAT = "simulated vs float"
+Array = np.ndarray | torch.Tensor  # a layer's outputs: the runtime's (numpy) or a torch model's
 LIMITS_DB = {"fp32": 60.0, "fp16": 37.0, "int8": 27.0, "w8": 27.0, "quantization": 15.0}
 
 
@@ -35,23 +38,27 @@ class PairStats:
     max_abs: float = 0.0
     non_finite: int = 0  # elements of x that are inf or NaN
 
-    def add(self, x: np.ndarray, reference: np.ndarray) -> None:
-        """Fold in a batch: ``x`` and ``reference`` (N, ...) of one size per image (float32: products summed
-        per image by BLAS, each image's sums kept in float64)."""
-        x2 = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
-        r2 = np.ascontiguousarray(reference, np.float32).reshape(len(reference), -1)
-        if not np.isfinite(x2.sum()):  # one cheap pass; the count only when something is off
-            bad = ~np.isfinite(x2)
-            self.non_finite += int(bad.sum())
-            x2 = np.where(bad, np.float32(0), x2)
-        diff = x2 - r2
-        rr, dd, xx, xr = _dots(r2, r2), _dots(diff, diff), _dots(x2, x2), _dots(x2, r2)
-        self.signal += float(rr.sum(dtype=np.float64))
-        self.noise += float(dd.sum(dtype=np.float64))
-        self.max_abs = max(self.max_abs, float(np.abs(diff).max(initial=0.0)))
-        norms = np.sqrt(xx.astype(np.float64) * rr.astype(np.float64))
-        same = dd == 0  # identical images: cosine 1 even when both are all zeros
-        self.cosines += np.where(same, 1.0, xr / np.where(norms > 0, norms, 1.0)).tolist()
+    def add(self, x: Array, reference: Array) -> None:
+        """Fold in a batch: ``x`` and ``reference`` (N, ...) of one shape. In torch: its reductions use every core
+        and take any memory layout (a conv's output may be channels-last), so nothing is copied to flatten it;
+        each image's sums are kept in float64, and the cosine comes from them, since
+        x·r = (|x|² + |r|² - |x - r|²) / 2."""
+        x_t, r_t = _tensor(x), _tensor(reference)
+        dims = tuple(range(1, x_t.ndim))
+        xx = torch.linalg.vector_norm(x_t, dim=dims).double() ** 2
+        if not bool(torch.isfinite(xx).all()):  # rare: only then look at every element
+            finite = torch.isfinite(x_t)
+            self.non_finite += int((~finite).sum())
+            x_t = torch.where(finite, x_t, torch.zeros((), dtype=x_t.dtype))
+            xx = torch.linalg.vector_norm(x_t, dim=dims).double() ** 2
+        diff = x_t - r_t
+        rr, dd = (torch.linalg.vector_norm(t, dim=dims).double() ** 2 for t in (r_t, diff))
+        self.signal += float(rr.sum())
+        self.noise += float(dd.sum())
+        self.max_abs = max(self.max_abs, float(diff.abs().amax()) if diff.numel() else 0.0)
+        norms = torch.sqrt(xx * rr)
+        cosine = torch.where(norms > 0, (xx + rr - dd) / 2 / norms.clamp_min(1e-300), torch.ones_like(norms))
+        self.cosines += torch.where(dd == 0, torch.ones_like(cosine), cosine).tolist()
 
     @property
     def snr_db(self) -> float:
@@ -79,41 +86,53 @@ class LayerStats:
     pairs: dict[str, PairStats] = field(default_factory=dict)
     problem: str | None = None  # why this layer could not be compared (a shape that differs)
 
-    def add(self, name: str, x: np.ndarray, reference: np.ndarray) -> None:
-        if x.size != reference.size:
-            self.problem = f"{name}: outputs of {x.shape[1:]} and {reference.shape[1:]} elements differ"
+    def add(self, name: str, x: Array, reference: Array) -> None:
+        x_t, r_t = _tensor(x), _tensor(reference)
+        if x_t.numel() != r_t.numel():
+            self.problem = f"{name}: outputs of {tuple(x_t.shape[1:])} and {tuple(r_t.shape[1:])} elements differ"
             return
-        self.pairs.setdefault(name, PairStats()).add(x.reshape(reference.shape), reference)
+        self.pairs.setdefault(name, PairStats()).add(x_t.reshape(r_t.shape), r_t)
 
 
 @dataclass(frozen=True)
 class FallOff:
-    """Where a comparison first drops below its limit."""
+    """Where a comparison first drops below its limit, and where it drops most from one layer to the next."""
 
     comparison: str
     layer: str | None  # None: it never does
     limit_db: float
     snr_db: float | None  # at that layer
     previous: str | None  # the last layer above the limit before it (where the difference is not yet)
+    steepest: str | None = None  # the layer of the largest drop from the layer before it
+    steepest_drop_db: float = 0.0  # that drop (SNR above CLIP_DB counted as CLIP_DB: exact is not "more")
+
+
+CLIP_DB = 60.0  # above this, two layers agree to float32's noise: a drop from 130 to 90 dB is no drop
+CLIFF_DB = 10.0  # a drop this large at one layer stands out from the few dB each layer adds to rounding
 
 
 def fall_off(layers: list[LayerStats], comparison: str, limit_db: float) -> FallOff:
-    """The first layer (graph order) where ``comparison``'s SNR is below ``limit_db``."""
+    """The first layer (graph order) where ``comparison``'s SNR is below ``limit_db``, and the steepest drop."""
+    snrs = [(layer.name, min(CLIP_DB, layer.pairs[comparison].snr_db)) for layer in layers if comparison in layer.pairs]
+    steepest, drop = None, 0.0
+    for (_, before), (name, after) in itertools.pairwise(snrs):
+        if before - after > drop:
+            steepest, drop = name, before - after
     previous = None
     for layer in layers:
         stats = layer.pairs.get(comparison)
         if stats is None:
             continue
         if stats.snr_db < limit_db:
-            return FallOff(comparison, layer.name, limit_db, _json_number(stats.snr_db), previous)
+            return FallOff(comparison, layer.name, limit_db, _json_number(stats.snr_db), previous, steepest, drop)
         previous = layer.name
-    return FallOff(comparison, None, limit_db, None, previous)
+    return FallOff(comparison, None, limit_db, None, previous, steepest, drop)
 
 
-def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of two (N, D) arrays: (N,)."""
-    out: np.ndarray = np.einsum("ij,ij->i", a, b, optimize=True)
-    return out
+def _tensor(value: Array) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float()
+    return torch.from_numpy(np.asarray(value, np.float32))
 
 
 def _json_number(value: float) -> float | None:

@@ -107,11 +107,12 @@ def diagnose(
         for name, stats in layers.items():
             reference = floats[name]
             stats.shape = list(reference.shape[1:])
-            if name in tapped:
+            if name in tapped:  # against what it should compute: the simulated model where there is one
                 seen.add(name)
-                stats.add(ARTIFACT_VS_FLOAT, tapped[name], reference)
                 if name in sims:
                     stats.add(ARTIFACT_VS_SIMULATED, tapped[name], sims[name])
+                else:
+                    stats.add(ARTIFACT_VS_FLOAT, tapped[name], reference)
             if name in sims:
                 stats.add(SIMULATED_VS_FLOAT, sims[name], reference)
     notes += [str(note) for note in getattr(taps, "notes", [])]  # e.g. how a tapped twin relates to the artifact
@@ -134,5 +135,5 @@ def _fall_offs(layers: list[LayerStats], precision: str, simulated: bool) -> dic
 def _batch_size(deploy: Any, kinds: dict[str, str], input_size: tuple[int, int]) -> int:
     """Images per batch so one batch's tapped outputs stay within ``MAX_BATCH_BYTES`` per model."""
     shapes = run_tapped(deploy, list(kinds), np.zeros((1, 3, *input_size), np.float32))
-    per_image = sum(array.nbytes for array in shapes.values())
+    per_image = sum(tensor.numel() * tensor.element_size() for tensor in shapes.values())
     return int(max(1, min(16, MAX_BATCH_BYTES // max(per_image, 1))))

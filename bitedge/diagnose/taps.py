@@ -14,15 +14,16 @@ from bitedge.model.taps import tap_points
 
 
 @contextlib.contextmanager
-def captured(model: nn.Module, layers: list[str]) -> Iterator[dict[str, np.ndarray]]:
-    """While open, each forward pass of ``model`` fills the dict with ``layer -> output`` (float32 numpy)."""
-    outputs: dict[str, np.ndarray] = {}
+def captured(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, each forward pass of ``model`` fills the dict with ``layer -> output`` (a tensor, in the
+    memory layout the layer wrote it: no copy)."""
+    outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name in layers:
         module = model.get_submodule(name)
 
         def hook(_: nn.Module, __: object, output: torch.Tensor, name: str = name) -> None:
-            outputs[name] = output.detach().float().numpy()
+            outputs[name] = output.detach()
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -32,7 +33,7 @@ def captured(model: nn.Module, layers: list[str]) -> Iterator[dict[str, np.ndarr
             handle.remove()
 
 
-def run_tapped(model: nn.Module, layers: list[str], pixels: np.ndarray) -> dict[str, np.ndarray]:
+def run_tapped(model: nn.Module, layers: list[str], pixels: np.ndarray) -> dict[str, torch.Tensor]:
     """``model``'s layer outputs on ``pixels`` (N, 3, H, W)."""
     with captured(model, layers) as outputs, torch.no_grad():
         model(torch.from_numpy(pixels))

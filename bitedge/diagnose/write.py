@@ -13,7 +13,13 @@ from typing import Any
 
 from bitedge import __version__
 from bitedge.artifacts.ownership import DIAGNOSE_FILES, DIAGNOSE_TITLE, GENERATOR, check_own_file
-from bitedge.diagnose.compare import ARTIFACT_VS_FLOAT, ARTIFACT_VS_SIMULATED, SIMULATED_VS_FLOAT, FallOff
+from bitedge.diagnose.compare import (
+    ARTIFACT_VS_FLOAT,
+    ARTIFACT_VS_SIMULATED,
+    CLIFF_DB,
+    SIMULATED_VS_FLOAT,
+    FallOff,
+)
 from bitedge.diagnose.run import Diagnosis
 from bitedge.errors import BadInputError
 from bitedge.fileio import write_atomic, write_json_atomic
@@ -52,8 +58,15 @@ def verdict_lines(data: dict[str, Any]) -> list[str]:
             lines.append(f"{what}: no layer falls below {fall['limit_db']:g} dB ({fall['comparison']})")
         else:
             after = f", right after {fall['previous']}" if fall["previous"] else " (the first layer tapped)"
-            lines.append(f"{what}: first falls off at {fall['layer']}{after}: {fall['comparison']} SNR "
-                         f"{_db(fall['snr_db'])} < {fall['limit_db']:g} dB")  # fmt: skip
+            line = (f"{what}: first falls off at {fall['layer']}{after}: {fall['comparison']} SNR "
+                    f"{_db(fall['snr_db'])} < {fall['limit_db']:g} dB")  # fmt: skip
+            drop, steepest = fall.get("steepest_drop_db", 0.0), fall.get("steepest")
+            if steepest is not None and drop >= CLIFF_DB:
+                line += f"; the steepest drop, {drop:.1f} dB, is at {steepest}"
+            elif steepest is not None:
+                line += (f"; no layer stands out (the steepest drop is {drop:.1f} dB, at {steepest}): the difference "
+                         "grows layer by layer")  # fmt: skip
+            lines.append(line)
     return lines
 
 

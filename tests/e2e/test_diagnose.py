@@ -20,6 +20,7 @@ from bitedge.artifacts.integrity import Allowances
 from bitedge.cli import main
 from bitedge.converters.base import Converter
 from bitedge.converters.onnx import OnnxConverter
+from bitedge.diagnose.compare import CLIFF_DB
 from bitedge.diagnose.run import diagnose
 
 LOOSE = Allowances(failed=True, modified=True)  # the faults below change the artifact's files on purpose
@@ -149,6 +150,7 @@ def test_a_fault_in_one_layer_is_found_at_that_layer(demo_artifacts: Path, tmp_p
     assert fall.layer == layer, (fall, [(s.name, {k: v.snr_db for k, v in s.pairs.items()}) for s in result.layers])
     layers = [s.name for s in result.layers]
     assert fall.previous == layers[layers.index(layer) - 1]  # everything before it still matches
+    assert fall.steepest == layer and fall.steepest_drop_db >= CLIFF_DB  # and it stands out: a cliff, not a slope
 
 
 def test_the_command_writes_its_files_and_names_the_faulty_layer(
