@@ -54,7 +54,7 @@ def _venv(root: Path, runtime: str) -> str:
 
 
 def _bench(artifact: Path, out: Path) -> float:
-    args = ["bench", str(artifact), "--threads", str(THREADS), "--out", str(out)]
+    args = ["bench", str(artifact), "--threads", str(THREADS), "--out", str(out), "--allow-failed"]
     _cli(args)
     runs = json.loads((out / "bench.json").read_text())["runs"][0]["stats"]
     name = next(n for n in runs if "bf16" not in n)  # OpenVINO: the f32 row (the bundle runs f32 too)
@@ -82,7 +82,8 @@ def main() -> None:
               "--calibration", str(images), "--calibration-size", "32", "--out", str(artifacts)])  # fmt: skip
         pythons = {"onnx": _venv(root, "onnxruntime"), "openvino": _venv(root, "openvino")}
         for name in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
-            _cli(["bench", "--bundle", str(root / "bundles"), str(artifacts / name), "--images", "4"])
+            # seeded weights: int8 fails its gate (random logits reorder), which timing does not care about
+            _cli(["bench", "--bundle", str(root / "bundles"), str(artifacts / name), "--images", "4", "--allow-failed"])
             bundle, target = root / "bundles" / name, name.split("-")[0]
             bench, device = [], []
             for i in range(args.repeats):

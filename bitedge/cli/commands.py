@@ -210,7 +210,8 @@ def _run_device(args: argparse.Namespace) -> int:
     for target in args.targets if args.bundle else []:
         folder = make_device_bundle(target, args.bundle, eval_images=args.eval_images, images=args.images,
                                     model=args.model, threads=args.threads, runs=args.runs, duration=args.duration,
-                                    verify_hashes=not args.no_verify_hashes, log=_log)  # fmt: skip
+                                    verify_hashes=not args.no_verify_hashes, allow_failed=args.allow_failed,
+                                    log=_log)  # fmt: skip
         print(f"bundle: {folder} (see its README.md)")
         if args.remote:
             rows.append(run_on_device(folder, args.remote, python=args.remote_python, threads=args.threads,

@@ -33,9 +33,11 @@ def make_device_bundle(
     runs: int = 50,
     duration: float = 3.0,
     verify_hashes: bool = True,
+    allow_failed: bool = False,
     log: Log | None = None,
 ) -> Path:
-    """A device bundle of ``artifact`` in ``out/<its name>`` (``bundle``): returns its folder."""
+    """A device bundle of ``artifact`` in ``out/<its name>`` (``bundle``): returns its folder. A failed or
+    modified artifact is refused unless ``allow_failed`` / ``verify_hashes=False``."""
     from bitedge.artifacts.integrity import Allowances
     from bitedge.bench.device.bundle import make_bundle
     from bitedge.bench.protocol import Protocol
@@ -45,7 +47,8 @@ def make_device_bundle(
     return make_bundle(Path(artifact), Path(out), eval_images=Path(eval_images) if eval_images else None,
                        images=check_positive("images", images) or 16, model_path=Path(model) if model else None,
                        threads=check_positive("threads", threads), protocol=protocol,
-                       allow=Allowances(modified=not verify_hashes), log=log or (lambda _: None))  # fmt: skip
+                       allow=Allowances(failed=allow_failed, modified=not verify_hashes),
+                       log=log or (lambda _: None))  # fmt: skip
 
 
 @checked
