@@ -351,7 +351,10 @@ def build_onnx(
             emitter.names[n.name] = _HANDLERS[n.op](emitter, n)
         else:
             raise ExportError(f"unsupported graph node {n.op} {n.target}")
-    taps = _tap_values(deploy, graph_module, emitter)
+    from bitedge.converters._onnx_taps import tap_values
+
+    result = emitter.value(graph_module.graph.output_node().args[0])
+    taps = tap_values(deploy, graph_module, emitter.names, result, OUTPUT_NAME)
     batch_dim: int | str = batch if batch is not None else "batch"
     num_labels = int(graph_module.graph.output_node().args[0].meta["tensor_meta"].shape[-1])  # type: ignore[union-attr]
     graph = helper.make_graph(
@@ -366,33 +369,6 @@ def build_onnx(
     model.ir_version = 10
     helper.set_model_props(model, {**(metadata or {}), TAPS_KEY: json.dumps(taps)})
     return model
-
-
-def _tap_values(deploy: nn.Module, graph_module: torch.fx.GraphModule, emitter: _Emitter) -> dict[str, str]:
-    """Each tap point's output value: the value of the last node traced inside its module (``nn_module_stack``).
-    A module ending in a ReLU also gets ``"<path>|relu"``: the value before it, for runtimes that fuse the ReLU
-    into what follows (OpenVINO folds it into an unsigned FakeQuantize) and so drop its output's name."""
-    from bitedge.model.taps import tap_points
-
-    points = tap_points(deploy)
-    last: dict[str, str] = {}
-    before: dict[str, str] = {}
-    for n in graph_module.graph.nodes:
-        if n.name not in emitter.names or n.op == "placeholder":
-            continue
-        for key, value in n.meta.get("nn_module_stack", {}).items():
-            path = value[0] if isinstance(value, tuple) else key
-            if path not in points:
-                continue
-            relu = n.op == "call_module" and isinstance(graph_module.get_submodule(str(n.target)), nn.ReLU)
-            if relu and path in last:
-                before[f"{path}{RELU_SUFFIX}"] = last[path]
-            else:
-                before.pop(f"{path}{RELU_SUFFIX}", None)
-            last[path] = emitter.names[n.name]
-    result = emitter.value(graph_module.graph.output_node().args[0])  # the logits' value, renamed by runtimes
-    taps = {path: last[path] for path in points if path in last} | before
-    return {path: OUTPUT_NAME if value == result else value for path, value in taps.items()}
 
 
 def _initializers(arrays: dict[str, np.ndarray], external_data: Path | None) -> list[Any]:

@@ -1,5 +1,6 @@
-"""Taps for ``bitedge diagnose`` in onnxruntime: a copy of the artifact's graph whose extra outputs are the
-values the converter recorded for each layer (``TAPS_KEY`` in the model's metadata, ``_onnx_graph``).
+"""Taps for ``bitedge diagnose`` in ONNX-based artifacts: the layer map the emitter records in the model's
+metadata (``tap_values``, under ``TAPS_KEY``), and in onnxruntime a copy of the artifact's graph whose extra
+outputs are the values that map names.
 
 Only graph outputs are added, so the runtime fuses and runs everything else as in the artifact: an int8
 layer's tap is its output DequantizeLinear (the int8 tensor the fused QLinearConv wrote, dequantized), which
@@ -14,12 +15,46 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import nn
 
 from bitedge.converters.base import Taps
+
+if TYPE_CHECKING:
+    import torch.fx
 from bitedge.errors import BadInputError
+
+
+def tap_values(
+    deploy: nn.Module, graph_module: torch.fx.GraphModule, names: dict[str, str], result: str, output_name: str
+) -> dict[str, str]:
+    """Each tap point's output value (``names``: fx node -> ONNX value): the value of the last node traced inside
+    its module (``nn_module_stack``). A module ending in a ReLU also gets ``"<path>|relu"``: the value before it,
+    for runtimes that fuse the ReLU into what follows (OpenVINO folds it into an unsigned FakeQuantize) and so
+    drop its output's name. The logits' value (``result``) is named ``output_name``, as runtimes rename it."""
+    from bitedge.converters._onnx_graph import RELU_SUFFIX
+    from bitedge.model.taps import tap_points
+
+    points = tap_points(deploy)
+    last: dict[str, str] = {}
+    before: dict[str, str] = {}
+    for n in graph_module.graph.nodes:
+        if n.name not in names or n.op == "placeholder":
+            continue
+        for key, value in n.meta.get("nn_module_stack", {}).items():
+            path = value[0] if isinstance(value, tuple) else key
+            if path not in points:
+                continue
+            relu = n.op == "call_module" and isinstance(graph_module.get_submodule(str(n.target)), nn.ReLU)
+            if relu and path in last:
+                before[f"{path}{RELU_SUFFIX}"] = last[path]
+            else:
+                before.pop(f"{path}{RELU_SUFFIX}", None)
+            last[path] = names[n.name]
+    taps = {path: last[path] for path in points if path in last} | before
+    return {path: output_name if value == result else value for path, value in taps.items()}
 
 
 def recorded_taps(metadata: dict[str, str], where: Path, available: set[str] | None = None) -> dict[str, Tap]:

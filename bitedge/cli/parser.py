@@ -7,16 +7,10 @@ Target options come from the registry: every field of a target's ``Options`` dat
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bitedge import __version__
-from bitedge.calibration import DEFAULT_METHOD, METHODS
 from bitedge.cli.commands import (
-    TARGET_OPTION,
     run_bench,
     run_build_engine,
     run_calibrate,
@@ -28,9 +22,23 @@ from bitedge.cli.commands import (
     run_sensitivity,
     run_verify,
 )
-from bitedge.converters import converter_classes, target_names
+from bitedge.cli.options import (
+    batch_or_dynamic,
+    batch_size,
+    bounded_int,
+    budget_arguments,
+    calibration_arguments,
+    deploy_graph_arguments,
+    integrity_arguments,
+    positive_float,
+    positive_int,
+    target_arguments,
+    threads,
+    workers,
+)
+from bitedge.converters import target_names
 from bitedge.engines import Engine
-from bitedge.limits import BOUNDS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from bitedge.limits import BOUNDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("model", metavar="MODEL", help="transformers dir, timm/.npz file, or preset name")
     inspect.add_argument(
-        "--resolution", type=_positive_int, default=None, metavar="PX",
+        "--resolution", type=positive_int, default=None, metavar="PX",
         help="input size for the MAC count (default: the model's preprocessing size, else 224)",
     )  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -92,19 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(required, except for the demo model, which has its own held-out split)",
     )  # fmt: skip
     convert.add_argument(
-        "--batch", type=_batch, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
+        "--batch", type=batch_or_dynamic, default=None, metavar="dynamic|N", help="batch dimension (default: dynamic)"
     )
-    _deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
-    convert.add_argument("--threads", type=_threads, help="runtime threads for verification")
+    deploy_graph_arguments(convert, replaces="OUT (only once the new one is complete)")
+    convert.add_argument("--threads", type=threads, help="runtime threads for verification")
     convert.add_argument("--bench", action="store_true", help="also time every artifact (short protocol)")
-    _calibration_arguments(convert, with_table=True)
+    calibration_arguments(convert, with_table=True)
     convert.add_argument(
         "--fallback", choices=("none", "auto"), default="none",
         help="int8: when the simulated int8 model misses the budget, keep the fewest, most harmful layers in "
         "float until it meets it with a margin, in every target (default: none, the artifact fails)",
     )  # fmt: skip
-    _budget_arguments(convert)
-    _target_arguments(convert)
+    budget_arguments(convert)
+    target_arguments(convert)
     convert.set_defaults(handler=run_convert)
 
     calibrate = commands.add_parser(
@@ -116,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("model", metavar="MODEL", nargs="?", default="bitedge/demo", help="model (default: demo)")
     calibrate.add_argument("--out", type=Path, required=True, metavar="TABLE.json", help="table to write")
-    _deploy_graph_arguments(calibrate, replaces="TABLE.json")
-    _calibration_arguments(calibrate, with_table=False)
+    deploy_graph_arguments(calibrate, replaces="TABLE.json")
+    calibration_arguments(calibrate, with_table=False)
     calibrate.set_defaults(handler=run_calibrate)
 
     sensitivity = commands.add_parser(
@@ -143,11 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="score in these targets' int8 placements (default: every target's)",
     )  # fmt: skip
     sensitivity.add_argument(
-        "--ranking-images", type=_bounded_int(*BOUNDS["ranking_images"]), metavar="N",
+        "--ranking-images", type=bounded_int(*BOUNDS["ranking_images"]), metavar="N",
         help="score on the N images int8 gets most wrong (default: all; at most 1000, spread over the set)",
     )  # fmt: skip
-    _deploy_graph_arguments(sensitivity, replaces="the sensitivity files in DIR")
-    _calibration_arguments(sensitivity, with_table=True, quantizer=False)
+    deploy_graph_arguments(sensitivity, replaces="the sensitivity files in DIR")
+    calibration_arguments(sensitivity, with_table=True, quantizer=False)
     sensitivity.set_defaults(handler=run_sensitivity)
 
     bench = commands.add_parser(
@@ -162,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the float model and shown beside the host's in bitedge report.",
     )
     bench.add_argument("targets", nargs="*", metavar="TARGET", help="artifact directories or models")
-    bench.add_argument("--batch", nargs="+", type=_batch_size, default=[1], metavar="N", help="batch sizes")
-    bench.add_argument("--threads", type=_threads, default=None, help="runtime threads (default: runtime's)")
+    bench.add_argument("--batch", nargs="+", type=batch_size, default=[1], metavar="N", help="batch sizes")
+    bench.add_argument("--threads", type=threads, default=None, help="runtime threads (default: runtime's)")
     bench.add_argument(
-        "--runs", type=_bounded_int(1, 1_000_000, "the protocol's medians settle long before"), default=50,
+        "--runs", type=bounded_int(1, 1_000_000, "the protocol's medians settle long before"), default=50,
         help="minimum timed runs (default 50)",
     )  # fmt: skip
-    bench.add_argument("--duration", type=_positive_float, default=3.0, help="minimum timed seconds (default 3)")
+    bench.add_argument("--duration", type=positive_float, default=3.0, help="minimum timed seconds (default 3)")
     bench.add_argument("--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png here "
                        "(--import: device-bench.json; default: the folder holding the artifact)")  # fmt: skip
     device = bench.add_argument_group("on a device")
@@ -176,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of timing here")  # fmt: skip
     device.add_argument(
         "--images",
-        type=_bounded_int(*BOUNDS["images"]),
+        type=bounded_int(*BOUNDS["images"]),
         default=16,
         metavar="N",
         help="real images in each bundle, from the artifact's evaluation set (default 16)",
@@ -205,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a bundle's results.json, or a native tool's output, from inside its bundle folder",
     )
-    _integrity_arguments(bench)
+    integrity_arguments(bench)
     bench.set_defaults(handler=run_bench)
 
     predict = commands.add_parser(
@@ -218,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("target", metavar="ARTIFACT_OR_MODEL", help="artifact directory or model")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
-    predict.add_argument("--top-k", type=_positive_int, default=5, help="labels to show per image (default 5)")
+    predict.add_argument("--top-k", type=positive_int, default=5, help="labels to show per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON records")
-    predict.add_argument("--threads", type=_threads, help="runtime threads")
-    _integrity_arguments(predict)
+    predict.add_argument("--threads", type=threads, help="runtime threads")
+    integrity_arguments(predict)
     predict.set_defaults(handler=run_predict)
 
     report = commands.add_parser(
@@ -231,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One page across all artifacts under DIR: sizes, parity, accuracy, plots, flipped images.",
     )
     report.add_argument("root", type=Path, metavar="DIR", help="a convert --out directory")
-    _integrity_arguments(report)
+    integrity_arguments(report)
     report.set_defaults(handler=run_report)
 
     build_engine = commands.add_parser(
@@ -255,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images", help="other evaluation images")
     verify.add_argument("--model", type=Path, metavar="PATH", help="where the source checkpoint is now, if it moved "
                         "(it must be the one bitedge.json records: its sha256 is checked)")  # fmt: skip
-    verify.add_argument("--threads", type=_threads, help="threads of the runtime and of the torch models (shards "
+    verify.add_argument("--threads", type=threads, help="threads of the runtime and of the torch models (shards "
                         "side by side on one machine: cores / shards)")  # fmt: skip
     verify.add_argument("--shard", metavar="I/N", help="run only shard I of N (from 0) of the sorted images; "
                         "needs --partial-out")  # fmt: skip
@@ -266,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=Engine.LOCAL.value,
         help="ray: run --workers shards as Ray actors (RAY_ADDRESS: an existing cluster), then merge",
     )
-    verify.add_argument("--workers", type=_workers, metavar="N", help="Ray workers (shards), default 2")
+    verify.add_argument("--workers", type=workers, metavar="N", help="Ray workers (shards), default 2")
     verify.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                         help="record the verdict from the partial results of all shards")  # fmt: skip
-    _budget_arguments(verify)
+    budget_arguments(verify)
     verify.set_defaults(handler=run_verify)
 
     diagnose = commands.add_parser(
@@ -284,141 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("artifact", type=Path, metavar="ARTIFACT", help="artifact directory (with bitedge.json)")
     diagnose.add_argument("--eval", type=Path, metavar="IMAGES", dest="eval_images",
                           help="images to compare on (default: the artifact's recorded evaluation images)")  # fmt: skip
-    diagnose.add_argument("--images", type=_bounded_int(*BOUNDS["images"]), default=32, metavar="N",
+    diagnose.add_argument("--images", type=bounded_int(*BOUNDS["images"]), default=32, metavar="N",
                           help="how many of them, spread over the sorted set (default 32)")  # fmt: skip
     diagnose.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the artifact's directory)")
     diagnose.add_argument("--model", type=Path, metavar="PATH", help="where the source checkpoint is now, if it moved")
-    diagnose.add_argument("--threads", type=_threads, help="runtime threads")
+    diagnose.add_argument("--threads", type=threads, help="runtime threads")
     diagnose.add_argument("--no-verify-hashes", action="store_true",
                           help="diagnose an artifact whose files changed since it was verified (refused by "
                           "default)")  # fmt: skip
     diagnose.set_defaults(handler=run_diagnose)
     return parser
-
-
-def _target_arguments(parser: argparse.ArgumentParser) -> None:
-    """Each registered target's own options, as ``--<target>-<field>`` flags in a group of their own."""
-    from bitedge.converters import converter_classes
-
-    for converter in converter_classes():
-        fields = dataclasses.fields(converter.Options)
-        if not fields:
-            continue
-        group = parser.add_argument_group(f"{converter.name} target ({converter.description})")
-        types = typing.get_type_hints(converter.Options)
-        for field in fields:
-            flags = [f"--{converter.name}-{field.name.replace('_', '-')}", *field.metadata.get("aliases", ())]
-            kwargs: dict[str, Any] = {"dest": f"{TARGET_OPTION}{converter.name}.{field.name}",
-                                      "default": argparse.SUPPRESS,
-                                      "help": str(field.metadata.get("help", "")).replace("%", "%%")}  # fmt: skip
-            if types[field.name] is bool:
-                kwargs["action"] = "store_true"
-            else:
-                kwargs["type"] = int if types[field.name] is int else str
-                kwargs["choices"] = field.metadata.get("choices")
-                kwargs["metavar"] = None if kwargs["choices"] else field.name.upper()
-            group.add_argument(*flags, **kwargs)
-
-
-def _deploy_graph_arguments(parser: argparse.ArgumentParser, *, replaces: str) -> None:
-    """What decides the deploy graph (shared by convert and calibrate, whose tables must match it)."""
-    parser.add_argument(
-        "--image-size", type=_bounded_int(*BOUNDS["image_size"]), metavar="PX",
-        help=f"input size, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default: checkpoint's)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--raw-pixel-input", action="store_true",
-        help="fold normalization into the model: it takes RGB 0..255 (after resize and crop)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="weight seed for preset models (default: 0)")
-    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} if it exists")
-
-
-def _calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool, quantizer: bool = True) -> None:
-    group = parser.add_argument_group("int8 calibration")
-    group.add_argument(
-        "--calibration", type=Path, metavar="SOURCE",
-        help="images: a folder (recursive), a .txt list of paths, or an .npy/.npz of preprocessed pixels "
-        "(required for int8, except for the demo model, which has its own calibration split)",
-    )  # fmt: skip
-    if with_table:
-        group.add_argument("--calibration-table", type=Path, metavar="TABLE.json", help="reuse this table")
-    group.add_argument(
-        "--calibration-method", choices=METHODS,
-        help=f"how activation ranges are chosen (default: {DEFAULT_METHOD}, the best measured)",
-    )  # fmt: skip
-    group.add_argument(
-        "--calibration-size", metavar="N",
-        type=_bounded_int(*BOUNDS["calibration_size"]),
-        help="seeded sample size (default: 512)",
-    )  # fmt: skip
-    group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
-    group.add_argument("--exclude", nargs="+", metavar="LAYER", help="keep layers in float: stem, head, …")
-    group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
-    if with_table and quantizer:
-        group.add_argument(
-            "--quantizer", choices=sorted({q for c in converter_classes() for q in c.quantizers}),
-            help="int8 quantizer: bitedge's table (every target) or a target's own (default: each target's own "
-            "default: " + ", ".join(f"{c.name} {c.quantizers[0]}" for c in converter_classes()) + ")",
-        )  # fmt: skip
-
-
-def _budget_arguments(parser: argparse.ArgumentParser) -> None:
-    """Limits over the precision's default parity budget (artifact vs float), recorded in the manifest."""
-    group = parser.add_argument_group("parity budget (default: the precision's, see docs/design.md)")
-    group.add_argument("--min-top1-agreement", type=float, metavar="FRACTION", help="e.g. 0.995 for 99.5 %%")
-    group.add_argument("--min-cosine", type=float, metavar="COSINE", help="mean per-image cosine, e.g. 0.999")
-    group.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="percentage points, e.g. 0.5")
-
-
-def _integrity_arguments(parser: argparse.ArgumentParser) -> None:
-    """Artifacts are used only as verified: these flags accept a failed or changed one, and it is said so."""
-    parser.add_argument(
-        "--allow-failed", action="store_true",
-        help="use artifacts whose parity gate failed (refused by default; the output says it was allowed)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--no-verify-hashes", action="store_true",
-        help="skip checking artifact files against the sha256 recorded in bitedge.json (checked by default)",
-    )  # fmt: skip
-
-
-def _batch(text: str) -> int | None:
-    return None if text == "dynamic" else _batch_size(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds in (0, 3600], got {value}")
-    return value
-
-
-def _bounded_int(low: int, high: int, reason: str) -> Callable[[str], int]:
-    """An argparse type: an integer in [low, high]; the error gives the reason for the bound."""
-
-    def parse(text: str) -> int:
-        value = _positive_int(text) if low > 0 else int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {low}..{high}, got {value}: {reason}")
-        return value
-
-    return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-_batch_size = _bounded_int(*BOUNDS["batch"])
-_threads = _bounded_int(*BOUNDS["threads"])
-_workers = _bounded_int(*BOUNDS["workers"])
