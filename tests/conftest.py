@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from bitedge.testing import demo_eval_subset
+
 pytest_plugins = ["hostile_fixtures"]  # fixtures of tests/e2e/test_hostile_*.py
 
 # Tiny but complete: 4 stages, a projection unit in each, a 2-unit stage, 4 GroupNorm groups.
@@ -88,19 +90,6 @@ def demo_onnx_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["convert", "--target", "onnx", "--precision", "int8", "--eval", str(eval_images), "--out", str(out)]
     assert main(args) == 0
     return out
-
-
-def demo_eval_subset(root: Path, per_class: int) -> Path:
-    """The first ``per_class`` of the demo's held-out digits of each class, in class folders under ``root``."""
-    import shutil
-
-    from bitedge.model.demo import DEMO_EVAL
-
-    for digit in sorted(DEMO_EVAL.iterdir()):
-        (root / digit.name).mkdir(parents=True)
-        for image in sorted(digit.iterdir())[:per_class]:
-            shutil.copy(image, root / digit.name / image.name)
-    return root
 
 
 def assert_close(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, atol: float = 1e-5) -> None:
