@@ -26,7 +26,7 @@ from bitedge.artifacts.integrity import STRICT, Allowances
 from bitedge.artifacts.ownership import BENCH_FILES, BENCH_TITLE, GENERATOR, check_own_file
 from bitedge.bench.peak import Peak, measure_peak
 from bitedge.bench.protocol import LatencyStats, Protocol, machine_info, measure_interleaved, paired_ratio
-from bitedge.errors import BadInputError
+from bitedge.errors import BadInputError, MissingRuntimeError
 from bitedge.fileio import write_atomic, write_json_atomic
 from bitedge.memory import current_rss_mb, keep_freed_memory, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss
 from bitedge.predict import Classifier, open_classifier
@@ -114,8 +114,11 @@ class BenchResult:
 
 
 def bench(
-    specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol, allow: Allowances = STRICT
-) -> list[BenchResult]:
+    specs: list[str], *, batches: list[int], threads: int | None, protocol: Protocol, allow: Allowances = STRICT,
+    untimed: list[str] | None = None,
+) -> list[BenchResult]:  # fmt: skip
+    """Time every target (see the module docstring). With ``untimed`` (a list), a target this machine cannot time
+    (its runtime missing here: Core ML off macOS) is left out and said there, instead of stopping the rest."""
     # torch (~190 MiB) is loaded by every target's loader: import it before measuring, or the first target
     # would be charged for what all of them share
     import torch  # noqa: F401
@@ -123,10 +126,17 @@ def bench(
     kept = keep_freed_memory()  # eager's per-call temporaries cost page faults otherwise, by process history
     targets = []
     for spec in specs:
-        variants = precisions_run(spec)
-        for runs in variants:
-            name = spec if len(variants) == 1 else f"{spec} ({runs})"
-            targets.append(open_target(spec, threads=threads, allow=allow, runs=runs, name=name))
+        try:
+            variants = precisions_run(spec)
+            for runs in variants:
+                name = spec if len(variants) == 1 else f"{spec} ({runs})"
+                targets.append(open_target(spec, threads=threads, allow=allow, runs=runs, name=name))
+        except MissingRuntimeError as exc:
+            if untimed is None:
+                raise
+            untimed.append(f"{spec}: {exc}")
+    if not targets:
+        return []
     peak = measure_peak(threads)
     work = {t.name: t.gflop_per_image for t in targets}
     results = []

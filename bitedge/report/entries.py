@@ -23,7 +23,8 @@ class Timing:
     """One latency row of an artifact: measured on this machine (bitedge bench) or on a device (a bundle)."""
 
     where: str  # "host: <CPU>" or "device: <CPU or model>"
-    runtime: str  # what ran it, and in which precision
+    runtime: str  # what ran it
+    runs: str  # the precision that ran ("f32", "bf16", "int8", ... as the runtime says it)
     batch: int
     median_ms: float | None
     p90_ms: float | None
@@ -123,7 +124,7 @@ def _host_rows(root: Path) -> dict[Path, list[Timing]]:
                 directory = Path(spec) if Path(spec).is_absolute() else (Path.cwd() / spec)
                 if not (directory / MANIFEST_NAME).is_file():
                     directory = root / Path(spec).name  # bench ran elsewhere: the artifact by its folder name
-                timing = Timing(f"host: {cpu}", f"{info.get('runtime', '?')}, runs {info.get('runs', '?')}",
+                timing = Timing(f"host: {cpu}", str(info.get("runtime", "?")), str(info.get("runs", "?")),
                                 int(run["batch"]), float(stats["median_ms"]), float(stats["p90_ms"]), None, None,
                                 "-")  # fmt: skip
                 rows.setdefault(directory.resolve(), []).append(timing)
@@ -145,11 +146,13 @@ def _device_rows(root: Path) -> dict[Path, list[Timing]]:
             device, runtime, latency = row["device"], row["runtime"], row["latency_ms"]
             where = (device.get("cpu") or device.get("gpu") or device.get("model") or device.get("device")
                      or f"not recorded by {row['source']}")  # fmt: skip
-            ran = " ".join(str(v) for v in (runtime.get("name"), runtime.get("version"),
-                                            runtime.get("inference_precision")) if v)  # fmt: skip
+            ran = " ".join(str(v) for v in (runtime.get("name"), runtime.get("version")) if v)
+            runs = str(
+                runtime.get("inference_precision") or runtime.get("compute_units") or row["artifact"]["precision"]
+            )
             parity = row["parity"]
             verdict = "latency only" if parity is None else ("PASS" if parity["passed"] else "FAIL")
-            timing = Timing(f"device: {where}", f"{ran} ({row['source']})", int(row.get("batch") or 1),
+            timing = Timing(f"device: {where}", f"{ran} ({row['source']})", runs, int(row.get("batch") or 1),
                             latency.get("median"), latency.get("p90"), latency.get("trimmed_mean"),
                             row.get("first_inference_ms"), verdict)  # fmt: skip
             rows.setdefault(Path(row["artifact"]["directory"]).resolve(), []).append(timing)

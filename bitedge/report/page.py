@@ -72,12 +72,12 @@ def timing_rows(entries: list[Entry]) -> list[list[str]]:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    return [[e.name, t.where, t.runtime, str(t.batch), ms(t.median_ms), ms(t.p90_ms), ms(t.trimmed_mean_ms),
+    return [[e.name, t.where, t.runtime, t.runs, str(t.batch), ms(t.median_ms), ms(t.p90_ms), ms(t.trimmed_mean_ms),
              ms(t.first_ms), t.verdict] for e in entries for t in e.timings]  # fmt: skip
 
 
-TIMING_HEADER = ["artifact", "where", "runtime", "batch", "median ms", "p90 ms", "trimmed mean ms", "first ms",
-                 "device outputs"]  # fmt: skip
+TIMING_HEADER = ["artifact", "where", "runtime", "runs", "batch", "median ms", "p90 ms", "trimmed mean ms",
+                 "first ms", "device outputs"]  # fmt: skip
 
 
 def flips(e: Entry) -> list[dict[str, str]]:

@@ -68,7 +68,7 @@ def error_distribution(entries: list[Entry]) -> str | None:
 
 def latency(entries: list[Entry]) -> str | None:
     """Median latency of every row (this machine's and the devices'), one bar each."""
-    rows = [(f"{e.name} — {t.where} (batch {t.batch})", t.median_ms or t.trimmed_mean_ms) for e in entries
+    rows = [(f"{e.name} [{t.runs}] — {t.where} (batch {t.batch})", t.median_ms or t.trimmed_mean_ms) for e in entries
             for t in e.timings if (t.median_ms or t.trimmed_mean_ms)]  # fmt: skip
     if not rows:
         return None

@@ -67,7 +67,7 @@ def test_results_come_back_re_gated_and_stored_beside_the_host_rows(
     assert row["parity"]["passed"] and row["parity"]["vs_host"]["max_abs_diff"] < 1e-4
     code, _, _ = run(capsys, "report", str(artifact.parent))  # the report reads it (shown beside the host rows)
     report = (artifact.parent / "report.md").read_text()
-    assert code == 0 and "## Latency" in report and "| device: " in report and "(run.py) | 1 |" in report
+    assert code == 0 and "## Latency" in report and "| device: " in report and "(run.py) | fp32 | 1 |" in report
 
 
 def test_a_report_without_timings_says_how_to_measure_them(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
