@@ -20,6 +20,7 @@ import pytest
 from hostile_fixtures import digests, run
 
 from bitedge.bench.device.native import detect, parse
+from bitedge.bench.device.results import DEVICE_BENCH_FORMAT
 
 NATIVE = Path(__file__).parents[1] / "data" / "native"
 QUICK = ["--images", "4", "--runs", "3", "--duration", "0.05"]
@@ -127,6 +128,19 @@ def test_bad_results_are_refused_and_nothing_is_stored(
     before = digests(artifact.parent)
     code, _, err = run(capsys, "bench", "--import", str(bundle / "results.json"))
     assert code == 2 and message in err and digests(artifact.parent) == before
+
+
+def test_a_malformed_device_results_file_is_refused_and_kept(
+    bundle: Path, artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run_bundle(bundle)
+    (artifact.parent / "device-bench.json").write_text(
+        json.dumps({"format": DEVICE_BENCH_FORMAT, "rows": {"not": "a list"}})
+    )
+    before = digests(artifact.parent)
+    code, _, err = run(capsys, "bench", "--import", str(bundle / "results.json"))
+    assert code == 2 and "device-bench.json" in err and "import them again" in err
+    assert digests(artifact.parent) == before
 
 
 def test_bundle_refusals(artifact: Path, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -111,7 +111,9 @@ def _store(root: Path, row: dict[str, Any]) -> None:
     """Add ``row`` to ``root/device-bench.json`` (bitedge's own; a row of the same results file is replaced)."""
     file = root / DEVICE_BENCH_FILE
     check_own_file(file)
-    rows = read_json_file(file, "device results")["rows"] if file.is_file() else []
+    rows = read_json_file(file, "device results").get("rows") if file.is_file() else []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise BadInputError(f"{file}: its rows are not bitedge's device results; remove it and import them again")
     rows = [r for r in rows if r.get("results") != row["results"]] + [row]
     write_json_atomic(file, {"format": DEVICE_BENCH_FORMAT, "rows": rows})
 
