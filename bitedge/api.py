@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bitedge.arguments import checked
 from bitedge.artifacts.integrity import Allowances
 from bitedge.converters import get_converter, parse_target
+from bitedge.cpu import parse_cpu
 from bitedge.engines import Engine, parse_engine
 from bitedge.errors import BadInputError
 from bitedge.limits import check_positive
@@ -86,6 +87,7 @@ def convert(
     min_cosine: float | None = None,
     max_accuracy_drop: float | None = None,
     fallback: str = "none",
+    cpu: str = "auto",
     report: bool = True,
     log: Log | None = None,
 ) -> Conversion:
@@ -101,6 +103,8 @@ def convert(
     budget (artifact vs float); the manifest records the budget used. ``fallback="auto"`` (int8): when the
     simulated int8 model misses that budget, the fewest most harmful layers stay float until it meets it
     with a margin, one decision every target's artifact is built from (``calibration/fallback.py``).
+    ``cpu`` (int8): the CPU the x86 targets' int8 is made for, ``"avx2"`` (7-bit weights, exact on every x86
+    CPU), ``"vnni"`` (8-bit weights, for CPUs with VNNI or AMX) or ``"auto"`` (this machine's; ``bitedge/cpu.py``).
     """
     log = log or (lambda _: None)
     check_source(model)
@@ -127,6 +131,7 @@ def convert(
         target_options=options,
         budget=BudgetOverride(min_top1_agreement, min_cosine, max_accuracy_drop),
         fallback=parse_fallback(fallback),
+        cpu=parse_cpu(cpu),
     )
     jobs, skipped = plan(request)
     check_fallback(request, jobs)
@@ -317,12 +322,14 @@ def sensitivity(
     raw_pixel_input: bool = False,
     seed: int = 0,
     overwrite: bool = False,
+    cpu: str = "auto",
     log: Log | None = None,
 ) -> Sensitivity:
     """Rank ``model``'s layers by what int8 costs when only that layer is quantized (top-1 agreement, cosine,
     SNR against float on ``eval_images``), in the int8 placement of each of ``targets`` (default: all), and
     write sensitivity.json, .md and .png into ``out``. ``ranking_images``: score on that many of the images
-    the fully quantized model gets most wrong instead of all of them (faster on big sets)."""
+    the fully quantized model gets most wrong instead of all of them (faster on big sets). ``cpu``: as for
+    ``convert``, the CPU the x86 placements are made for."""
     from bitedge.converters import converter_classes
     from bitedge.pipeline.sensitivity import SensitivityRequest, check_destination, run, write
 
@@ -340,7 +347,7 @@ def sensitivity(
         targets=tuple(dict.fromkeys(parse_target(t) for t in names)) or tuple(c.name for c in converter_classes()),
         ranking_images=check_positive("ranking_images", ranking_images),
         image_size=check_positive("image_size", image_size), raw_pixel_input=raw_pixel_input, seed=seed,
-        overwrite=overwrite,
+        overwrite=overwrite, cpu=parse_cpu(cpu),
     )  # fmt: skip
     result = run(request, log=log or (lambda _: None))
     write(result, out)

@@ -7,11 +7,12 @@ Runtimes fuse different Q/DQ patterns into integer kernels (docs/int8.md):
 - ``X86_UINT8`` (onnxruntime, OpenVINO on x86): Q/DQ on every convolution's input AND output, uint8
   activations, an int32 bias. onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv
   only when the output carries Q/DQ too, and runs uint8 x int8 fastest on x86. A signed layer input (the
-  stem's normalized pixels) stays symmetric int8. Weights use 7 bits (+-63): x86 without VNNI (AVX2, as on
-  our CI machines) multiplies u8 x s8 pairs with ``vpmaddubsw``, whose int16 sum saturates above 32767, and
-  2 x 255 x 127 does; 2 x 255 x 63 does not. With 8-bit weights onnxruntime drifted from the simulated model
-  on a random-weight BiT (cosine 0.980); 7 bits cost the demo 1.4 dB of SNR and no top-1 change
-  (onnxruntime's ``reduce_range``, and NNCF for the first layer, do the same).
+  stem's normalized pixels) stays symmetric int8. Weights use 7 bits (+-63) for x86 without VNNI (AVX2):
+  it multiplies u8 x s8 pairs with ``vpmaddubsw``, whose int16 sum saturates above 32767, and 2 x 255 x 127
+  does; 2 x 255 x 63 does not. With 8-bit weights onnxruntime drifted from the simulated model on a
+  random-weight BiT (cosine 0.980); 7 bits cost the demo 1.4 dB of SNR and no top-1 change (onnxruntime's
+  ``reduce_range``, and NNCF for the first layer, do the same). For a CPU with VNNI (``--cpu vnni``,
+  ``bitedge/cpu.py``) the same placement keeps 8-bit weights: ``x86-uint8-vnni`` (``Placement.for_cpu``).
 - ``XNNPACK_INT8`` (ExecuTorch's XNNPACK backend): Q/DQ on every convolution's input and output, symmetric
   int8, 8-bit weights per output channel. XNNPACK's int8 convolution reads and writes int8 (a convolution
   whose output is not quantized is not delegated as int8) and derives an int32 bias itself. Its int8 fully
@@ -24,10 +25,11 @@ simulated" stays a check of conversion fidelity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bitedge.calibration.table import Range
+from bitedge.cpu import Cpu
 
 
 class IntType(StrEnum):
@@ -64,6 +66,17 @@ class Placement:
     @property
     def integer_bias(self) -> bool:
         return self.conv_outputs is not None
+
+    def for_cpu(self, cpu: Cpu) -> Placement:
+        """This placement as built for ``cpu``: fewer than 8 weight bits exist only for x86 without VNNI, so a
+        VNNI CPU gets 8-bit weights under the name ``<name>-vnni``; any other placement is unchanged."""
+        if cpu is Cpu.VNNI and self.weight_bits < 8:
+            return replace(self, name=f"{self.name}-{Cpu.VNNI.value}", weight_bits=8)
+        return self
+
+    def variants(self) -> dict[str, Placement]:
+        """Every placement this one becomes on some CPU, by name (to read back what a manifest records)."""
+        return {p.name: p for p in (self.for_cpu(cpu) for cpu in Cpu)}
 
     def input(self, r: Range) -> QParams:
         """A quantized layer's input: uint8 from 0 if it is never negative and the placement says so, otherwise

@@ -4,8 +4,9 @@ Every placement: zero points are constants of the right type, scales positive an
 weight scales on axis 0 (output channels) with zero points 0. ``SYMMETRIC_INT8`` is the rule set TensorRT's
 explicit-quantization path enforces: activations int8 with zero point 0, and GroupNorm kept unquantized (its
 input must not come straight from a DequantizeLinear). ``X86_UINT8``: uint8 activations with any zero point
-or int8 ones with zero point 0 (signed inputs), and an int32 bias with zero point 0. Each violation is one
-sentence naming the node; an empty list means the graph passes.
+or int8 ones with zero point 0 (signed inputs), and an int32 bias with zero point 0. Int8 weights keep within
+the placement's ``weight_bits`` (+-63 for x86 without VNNI, where a wider weight saturates). Each violation is
+one sentence naming the node; an empty list means the graph passes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def _check_qdq(node: Any, constants: dict[str, np.ndarray], placement: Placement
         allowed = {np.dtype(np.int8), np.dtype(np.int32)}
         if zero.dtype not in allowed or np.any(zero != 0):
             problems.append(f"{node.name}: weights and biases need int8/int32 zero points of 0, got {zero.dtype}")
+        values, levels = constants[node.input[0]], 2 ** (placement.weight_bits - 1) - 1
+        if values.dtype == np.int8 and values.size and int(np.abs(values.astype(np.int16)).max()) > levels:
+            problems.append(f"{node.name}: int8 weights beyond +-{levels} ({placement.weight_bits}-bit weights in "
+                            f"{placement.name})")  # fmt: skip
     elif zero.dtype not in allowed_types(placement):
         types = " or ".join(str(t) for t in allowed_types(placement))
         problems.append(f"{node.name}: zero point type {zero.dtype} is not {types} ({placement.name})")

@@ -63,6 +63,7 @@ class ExportSpec:
     raw_pixel_input: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ, in the target's placement
+    placement: Placement | None = None  # int8: that placement, for the CPU asked (None: the target's ``placement``)
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
     processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)

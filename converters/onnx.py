@@ -99,9 +99,10 @@ class OnnxConverter(Converter):
         )
         release_weights()  # the weights are in the data file or the protobuf now
         if int8:
-            problems = lint_int8(model, self.placement)
+            placement = spec.placement or self.placement
+            problems = lint_int8(model, placement)
             if problems:
-                raise ExportError(f"the INT8 graph breaks its placement's rules ({self.placement.name}): "
+                raise ExportError(f"the INT8 graph breaks its placement's rules ({placement.name}): "
                                   + "; ".join(problems[:5]))  # fmt: skip
         files = save_onnx(model, directory / MODEL_FILE)
         return ConvertedFiles(files, quantizer="bitedge" if int8 else None, simulated_reference=int8)

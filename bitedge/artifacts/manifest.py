@@ -84,6 +84,8 @@ class CalibrationRecord:
     table: str  # file name of the table inside the artifact
     quantizer: str | None = None  # "bitedge" (the table) or a target's own (e.g. "nncf")
     placement: str | None = None  # bitedge's quantizer: where its Q/DQ went (calibration/placement.py)
+    cpu: str | None = None  # where the placement depends on it: the CPU made for, "avx2" | "vnni" (bitedge/cpu.py)
+    cpu_detected: bool = False  # cpu was read off the converting machine (--cpu auto)
     excluded: list[str] = field(default_factory=list)  # layers kept in float
     manifest_sha256: str | None = None  # hash of the calibration data's manifest
     source: str | None = None
@@ -93,6 +95,13 @@ class CalibrationRecord:
     used: int | None = None
     skipped: int = 0
     fallback: dict[str, Any] | None = None  # --fallback auto: budgets, float layers, each step's scores
+
+    def cpu_note(self) -> str | None:
+        """Which CPUs the int8 graph is made for, where its placement depends on it (None: any CPU)."""
+        if self.cpu is None:
+            return None
+        how = "this machine's, --cpu auto" if self.cpu_detected else "--cpu"
+        return f"{self.cpu} CPUs ({how}; placement {self.placement})"
 
 
 @dataclass

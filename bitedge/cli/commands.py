@@ -107,8 +107,8 @@ def run_convert(args: argparse.Namespace) -> int:
         args.model, args.out, targets=args.target, precisions=args.precision, eval_images=args.eval_images,
         calibration_table=args.calibration_table, quantizer=args.quantizer, image_size=args.image_size,
         batch=args.batch, raw_pixel_input=args.raw_pixel_input, overwrite=args.overwrite, threads=args.threads,
-        seed=args.seed, target_options=_target_options(args), fallback=args.fallback, report=not args.bench,
-        log=_log, **_calibration_kwargs(args), **_budget_kwargs(args),
+        seed=args.seed, target_options=_target_options(args), fallback=args.fallback, cpu=args.cpu,
+        report=not args.bench, log=_log, **_calibration_kwargs(args), **_budget_kwargs(args),
     )  # fmt: skip
     for result in results:
         print("\n".join(result.report.summary_lines()))
@@ -149,7 +149,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     result = sensitivity(
         args.model, args.out, eval_images=args.eval_images, targets=args.target, ranking_images=args.ranking_images,
         calibration_table=args.calibration_table, image_size=args.image_size, raw_pixel_input=args.raw_pixel_input,
-        seed=args.seed, overwrite=args.overwrite, log=_log, **_calibration_kwargs(args),
+        seed=args.seed, overwrite=args.overwrite, cpu=args.cpu, log=_log, **_calibration_kwargs(args),
     )  # fmt: skip
     print("\n".join(markdown(result.to_dict(), limit=10)))
     print(f"results: {args.out}/sensitivity.json, sensitivity.md, sensitivity.png")
@@ -333,7 +333,18 @@ def _table(results: list[Any], skipped: list[tuple[str, str]], failures: Any = (
     rows += [(str(f.directory), "FAILED to build (nothing published)", "-", "-", "-") for f in failures]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines + [f"skipped {target}: {reason}" for target, reason in skipped])
+    return "\n".join(lines + [f"skipped {target}: {reason}" for target, reason in skipped] + _cpu_lines(results))
+
+
+def _cpu_lines(results: list[Any]) -> list[str]:
+    """Which CPUs the int8 artifacts are made for, where that changed them (``--cpu``), and how to choose otherwise."""
+    made: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        c = r.manifest.calibration
+        if c is not None and c.cpu is not None:
+            made.setdefault((c.cpu, str(c.cpu_note())), []).append(r.manifest.target)
+    other = {"vnni": "--cpu avx2 for x86 CPUs without VNNI", "avx2": "--cpu vnni for CPUs with VNNI or AMX"}
+    return [f"int8 of {', '.join(names)} made for {note}; {other.get(cpu, '')}" for (cpu, note), names in made.items()]
 
 
 def _log(message: str) -> None:
@@ -357,6 +368,8 @@ def _artifact_lines(manifest: Any) -> list[str]:
     if manifest.calibration:
         c = manifest.calibration
         rows.append(("calibration", f"{c.method} on {c.used} images, quantizer {c.quantizer}"))
+        if c.cpu_note():
+            rows.append(("int8 for", c.cpu_note()))
     if parity:
         rows.append(("parity", _parity_line(parity)))
     return [f"{key:<12} {value}" for key, value in rows]

@@ -75,6 +75,12 @@ def calibration_arguments(parser: argparse.ArgumentParser, *, with_table: bool, 
     group.add_argument("--calibration-seed", type=int, help="seed of the sample (default: 0)")
     group.add_argument("--exclude", nargs="+", metavar="LAYER", help="keep layers in float: stem, head, …")
     group.add_argument("--strict-images", action="store_true", help="an unreadable image is an error, not a skip")
+    if with_table:  # the commands that build int8 models (not ``calibrate``, which only measures ranges)
+        group.add_argument(
+            "--cpu", choices=("avx2", "vnni", "auto"), default="auto",
+            help="the x86 CPU the onnx and openvino int8 is made for: avx2 (7-bit weights, exact on every x86 CPU), "
+            "vnni (8-bit weights, for AVX-512 VNNI, AVX-VNNI or AMX) or auto (this machine's; the default)",
+        )  # fmt: skip
     if with_table and quantizer:
         group.add_argument(
             "--quantizer", choices=sorted({q for c in converter_classes() for q in c.quantizers}),

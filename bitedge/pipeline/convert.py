@@ -144,6 +144,10 @@ class _Conversion:
             self.model, self.deploy, self.processor, calibration, raw_pixels=raw, source=self.calibration_source,
             log=self.log,
         )  # fmt: skip
+        int8 = [job for job in self.jobs if job.precision == Precision.INT8]
+        per_cpu = {self.placement(job).name for job in int8 if self._per_cpu(job)}
+        if per_cpu:
+            self.log(f"int8 placement {', '.join(sorted(per_cpu))}, made for {self.request.cpu.describe()}")
         if self.request.fallback is Fallback.AUTO:
             self.table = self._fallback(self.table)
         processor = self.processor
@@ -156,7 +160,7 @@ class _Conversion:
     def _fallback(self, table: CalibrationTable) -> CalibrationTable:
         """``--fallback auto``: float layers until every int8 job's simulated model meets its budget."""
         int8 = [job for job in self.jobs if job.precision == Precision.INT8]
-        checks = list(dict.fromkeys((get_converter(job.target).placement, self.budget(job)) for job in int8))
+        checks = list(dict.fromkeys((self.placement(job), self.budget(job)) for job in int8))
         self.log(f"searching for the fewest float layers that meet the int8 budget{_memory()}")
         raw = self.request.raw_pixel_input
         search = search_set(self.deploy, self.images, self.processor, raw_pixels=raw)
@@ -220,8 +224,9 @@ class _Conversion:
         converter, tmp = get_converter(job.target), staged.path
         calibration = None
         if job.precision == Precision.INT8 and self.table is not None:
-            placement = converter.placement.name if converted.simulated_reference else None
-            calibration = calibration_record(self.table, quantizer=converted.quantizer, placement=placement)
+            placement = self.placement(job) if converted.simulated_reference else None
+            cpu = self.request.cpu if placement is not None and self._per_cpu(job) else None
+            calibration = calibration_record(self.table, quantizer=converted.quantizer, placement=placement, cpu=cpu)
         manifest = build_manifest(
             self.model, self.processor, converter, precision=job.precision, spec=self._job_spec(job),
             files=list(converted.files), seed=self.request.seed, calibration=calibration,
@@ -240,6 +245,15 @@ class _Conversion:
         staged.passed = report.passed
         return Result(job.directory, manifest, report)
 
+    def placement(self, job: Job) -> Placement:
+        """Where the job's int8 Q/DQ go: its target's placement, for the CPU the request names."""
+        return get_converter(job.target).placement.for_cpu(self.request.cpu.cpu)
+
+    @staticmethod
+    def _per_cpu(job: Job) -> bool:
+        """Whether the job's target places int8 differently per CPU (``--cpu`` changes it)."""
+        return len(get_converter(job.target).placement.variants()) > 1
+
     def budget(self, job: Job) -> Budget:
         """The job's parity budget: its precision's default on its target, with the limits the user set."""
         return self.request.budget.apply(get_converter(job.target).budget(job.precision))
@@ -248,7 +262,8 @@ class _Conversion:
         spec = replace(self.spec, options=self.request.options_for(job.target))
         if job.precision != Precision.INT8 or self.table is None:
             return spec
-        return replace(spec, simulated=self._simulated_model(get_converter(job.target).placement))
+        placement = self.placement(job)
+        return replace(spec, simulated=self._simulated_model(placement), placement=placement)
 
     def _simulated_model(self, placement: Placement) -> nn.Module:
         """The simulated int8 model in a target's placement: built once per placement, shared by its targets."""
@@ -260,7 +275,7 @@ class _Conversion:
 
     def _simulated_outputs(self, job: Job) -> Outputs:
         """The job's simulated model on the evaluation images: computed once per placement."""
-        placement = get_converter(job.target).placement
+        placement = self.placement(job)
         model, outputs = self._simulated_model(placement), self._simulated[placement][1]
         if outputs is None:
             raw = self.request.raw_pixel_input

@@ -16,6 +16,7 @@ from bitedge.calibration.recipe import select_layers
 from bitedge.calibration.sensitivity import RANKING_IMAGES, SearchSet
 from bitedge.calibration.sources import CalibrationData, open_calibration
 from bitedge.calibration.table import CalibrationTable
+from bitedge.cpu import CpuTarget
 from bitedge.errors import BadInputError
 from bitedge.limits import MAX_SEARCH_BYTES, MAX_SEARCH_IMAGES
 from bitedge.model.image_processor import BitImageProcessor
@@ -90,12 +91,18 @@ def calibration_batches(
     yield from _open_images(options).batches(processor, raw_pixels=raw_pixels, batch_size=1)
 
 
-def calibration_record(table: CalibrationTable, *, quantizer: str | None, placement: str | None) -> CalibrationRecord:
-    """What the manifest records about the calibration behind an int8 artifact."""
-    own = {"method", "table", "quantizer", "excluded", "placement"}
+def calibration_record(
+    table: CalibrationTable, *, quantizer: str | None, placement: Placement | None, cpu: CpuTarget | None
+) -> CalibrationRecord:
+    """What the manifest records about the calibration behind an int8 artifact: ``placement`` where bitedge's
+    Q/DQ went (None: a target's own quantizer), and ``cpu`` where that placement was chosen for a CPU."""
+    own = {"method", "table", "quantizer", "excluded", "placement", "cpu", "cpu_detected"}
     info = {k: v for k, v in table.calibration.items() if k in {f.name for f in fields(CalibrationRecord)} - own}
-    return CalibrationRecord(method=table.method, table=TABLE_FILE, quantizer=quantizer, placement=placement,
-                             excluded=list(table.excluded), **info)  # fmt: skip
+    return CalibrationRecord(
+        method=table.method, table=TABLE_FILE, quantizer=quantizer, placement=placement.name if placement else None,
+        cpu=cpu.cpu.value if cpu else None, cpu_detected=cpu is not None and cpu.detected,
+        excluded=list(table.excluded), **info,
+    )  # fmt: skip
 
 
 def search_set(deploy: nn.Module, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool) -> SearchSet:

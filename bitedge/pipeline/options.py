@@ -11,6 +11,7 @@ from pathlib import Path
 from bitedge.calibration import DEFAULT_METHOD
 from bitedge.converters import get_converter
 from bitedge.converters.base import TargetOptions
+from bitedge.cpu import AUTO, CpuTarget, parse_cpu
 from bitedge.errors import BadInputError
 from bitedge.parity.metrics import BudgetOverride
 from bitedge.precisions import Precision
@@ -66,6 +67,7 @@ class ConvertRequest:
     target_options: Mapping[str, TargetOptions] = field(default_factory=dict)  # per target name
     budget: BudgetOverride = field(default_factory=BudgetOverride)  # limits over each precision's default budget
     fallback: Fallback = Fallback.NONE  # int8: keep the most sensitive layers float until the budget holds
+    cpu: CpuTarget = field(default_factory=lambda: parse_cpu(AUTO))  # int8: the CPU x86 placements are made for
 
     def options_for(self, target: str) -> TargetOptions:
         """The target's own options: as given, or its defaults."""

@@ -55,11 +55,14 @@ def simulated_model(directory: Path, manifest: Manifest, deploy: nn.Module) -> n
     if manifest.precision != Precision.INT8 or calibration is None or calibration.quantizer not in (None, "bitedge"):
         return None
     table = CalibrationTable.load(directory / calibration.table)
-    placement = get_converter(manifest.target).placement
-    if calibration.placement not in (None, placement.name):
+    base = get_converter(manifest.target).placement
+    known = base.variants()  # the placement for each CPU (x86-uint8, x86-uint8-vnni)
+    placement = known.get(calibration.placement or base.name)
+    if placement is None:
         raise BadInputError(
             f"{directory}: its int8 graph has the {calibration.placement} Q/DQ placement; this bitedge's "
-            f"{manifest.target} target places {placement.name}, so its simulated model would not match: convert again"
+            f"{manifest.target} target places {' or '.join(known)}, so its simulated model would not match: "
+            "convert again"
         )
     layers, _ = select_layers(deploy, list(table.excluded), source=f"calibration table {directory / calibration.table}")
     size = list(BitImageProcessor.from_dict(manifest.preprocessing).input_size)

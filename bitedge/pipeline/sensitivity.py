@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from bitedge.calibration.placement import Placement
 from bitedge.calibration.sensitivity import LayerSensitivity, rank_layers, worst_samples
 from bitedge.calibration.simulate import simulate
 from bitedge.converters import get_converter
+from bitedge.cpu import AUTO, Cpu, CpuTarget, parse_cpu
 from bitedge.errors import BadInputError
 from bitedge.fileio import write_atomic, write_json_atomic
 from bitedge.parity.metrics import Metrics
@@ -38,6 +39,7 @@ class SensitivityRequest:
     raw_pixel_input: bool = False
     seed: int = 0
     overwrite: bool = False
+    cpu: CpuTarget = field(default_factory=lambda: parse_cpu(AUTO))  # the CPU x86 placements are made for
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,12 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
                                 "untouched: choose another --out")  # fmt: skip
 
 
-def placements_of(targets: tuple[str, ...]) -> list[Placement]:
-    """The distinct int8 placements of ``targets`` (those offering int8)."""
+def placements_of(targets: tuple[str, ...], cpu: Cpu) -> list[Placement]:
+    """The distinct int8 placements of ``targets`` (those offering int8), for ``cpu``."""
     from bitedge.precisions import Precision
 
     chosen = [get_converter(t) for t in targets]
-    return list(dict.fromkeys(c.placement for c in chosen if Precision.INT8 in c.precisions))
+    return list(dict.fromkeys(c.placement.for_cpu(cpu) for c in chosen if Precision.INT8 in c.precisions))
 
 
 def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: None) -> Sensitivity:
@@ -92,7 +94,7 @@ def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: N
     from bitedge.parity.images import scan_images
     from bitedge.pipeline.int8 import calibration_table, progress_bar, search_set
 
-    placements = placements_of(request.targets)
+    placements = placements_of(request.targets, request.cpu.cpu)
     if not placements:
         raise BadInputError(f"none of {', '.join(request.targets)} builds int8: name a target that does")
     model = load_model(request.model, seed=request.seed)

@@ -15,12 +15,13 @@ from bitedge.cli import main
 from bitedge.converters._qdq_lint import lint_int8
 
 pytestmark = pytest.mark.slow  # end-to-end runs of seconds each: `pytest` runs them, `-m "not slow"` does not
+AVX2 = ["--cpu", "avx2"]  # the 7-bit x86-uint8 placement, whatever CPU runs the tests (test_int8_cpu.py: vnni)
 
 
 @pytest.fixture(scope="module")
 def int8_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "demo-int8"
-    assert main(["convert", "--target", "onnx", "--precision", "int8", "--out", str(out)]) == 0
+    assert main(["convert", "--target", "onnx", "--precision", "int8", "--out", str(out), *AVX2]) == 0
     return out
 
 
@@ -124,7 +125,7 @@ def test_table_reuse_gives_identical_artifacts(
     assert json.loads(table.read_text()) == json.loads((int8_artifact / "calibration.json").read_text())
     out = tmp_path / "reused"
     args = ["convert", "--target", "onnx", "--precision", "int8", "--out", str(out), "--calibration-table", str(table)]
-    assert main(args) == 0
+    assert main([*args, *AVX2]) == 0
     assert (out / "model.onnx").read_bytes() == (int8_artifact / "model.onnx").read_bytes()
     assert main(["calibrate", "--out", str(table)]) == 2  # no silent overwrite
     capsys.readouterr()
