@@ -46,11 +46,14 @@ class Outputs:
     skipped: list[str]  # why the others were not
 
 
+EVAL_BATCH = 16  # images per batch of every evaluation pass
+
+
 def evaluate(run: Runner, images: ImageSet, processor: BitImageProcessor, *, raw_pixels: bool, desc: str) -> Outputs:
     """Run ``run`` over ``images`` in batches (normalized pixels, or raw 0..255 when ``raw_pixels``)."""
     from tqdm import tqdm
 
-    batches = Batches(images, processor, batch_size=16, raw_pixels=raw_pixels)
+    batches = Batches(images, processor, batch_size=EVAL_BATCH, raw_pixels=raw_pixels)
     logits = LogitStore.temporary()
     labels: list[np.ndarray] = []
     total = -(-len(images.files) // batches.batch_size)
@@ -64,13 +67,23 @@ def evaluate(run: Runner, images: ImageSet, processor: BitImageProcessor, *, raw
 
 
 def torch_runner(module: nn.Module) -> Runner:
-    """A float torch module (a BiT classifier or a deploy/simulated graph) as ``pixels -> logits``."""
+    """A float torch module (a BiT classifier or a deploy/simulated graph) as ``pixels -> logits``.
+
+    Every call runs one contiguous batch of ``EVAL_BATCH`` images (a short one padded): torch's CPU convolutions
+    choose their kernels by batch size and memory layout, and on some CPUs (measured: a Xeon with AVX-512 and
+    AMX) a batch of 1-8, or a strided one, gives logits ~1e-6 off those of the same image in a contiguous batch
+    of 16. So an image's logits do not depend on which shard or batch it fell in, and merged shards record
+    exactly what one run records (tests/e2e/test_sharded_verify.py)."""
 
     def run(pixels: np.ndarray) -> np.ndarray:
+        count = len(pixels)
+        if count < EVAL_BATCH:
+            pixels = np.concatenate([pixels, np.zeros((EVAL_BATCH - count, *pixels.shape[1:]), pixels.dtype)])
+        pixels = np.ascontiguousarray(pixels)  # a strided view (NHWC decoded, NCHW viewed) took other kernels
         with torch.no_grad():
             out = module(torch.from_numpy(pixels))
         logits: np.ndarray = (out.logits if hasattr(out, "logits") else out).numpy()
-        return logits
+        return logits[:count]
 
     return run
 
