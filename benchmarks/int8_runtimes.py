@@ -11,8 +11,10 @@ bitedge ONNX fp32; bitedge ONNX int8 in the x86-uint8 placement for both CPUs (`
 its defaults (QDQ, int8 activations, per-tensor weights) and in the configuration its documentation advises for
 x86 (QDQ, uint8 activations, per-channel int8 weights). OpenVINO (CPU, LATENCY hint): bitedge fp32 at f32 and,
 where the CPU has it, bf16 (its default there); the anchor (transformers -> convert_model -> nncf.quantize
-defaults); bitedge int8 with ``--quantizer nncf``, with bitedge's table for both CPUs, and the table in the
-symmetric placement. "for this CPU" marks the rows ``--cpu auto`` gives here: those are the ones judged.
+defaults); bitedge int8 with ``--quantizer nncf``, with bitedge's table for both CPUs (``--cpu avx2``:
+x86-uint8; ``--cpu vnni``: Q/DQ on convolution inputs only, 8-bit weights), and the table in the symmetric
+placement. int8 rows run at the CPU's default precision for what stays float (bf16 where the CPU has it), as
+a user's would; float rows say theirs. Rows marked * are what ``--cpu auto`` builds here: the ones judged.
 
 Each row shows achieved GFLOP/s (2 x MACs / median) and its share of the machine's peak measured in the same
 run (``bitedge.bench.peak``: fp32 peak for float rows, int8 peak for int8 rows). The ceiling: the time inside
@@ -44,7 +46,7 @@ from suite import ort_kernel_ms
 from bitedge import load_model
 from bitedge.bench.peak import measure_peak
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
-from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8
+from bitedge.calibration.placement import SYMMETRIC_INT8
 from bitedge.calibration.simulate import simulate
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter
@@ -106,7 +108,7 @@ def build(model_name: str, work: Path, calibration_size: int) -> tuple[dict[str,
     def onnx(name: str, precision: Precision, cpu: Cpu | None = None) -> Path:
         out = work / "".join(c if c.isalnum() else "_" for c in name)
         out.mkdir()
-        placement = X86_UINT8.for_cpu(cpu) if cpu else None
+        placement = OnnxConverter().int8_placement(cpu) if cpu else None
         simulated = simulate(deploy, table, placement) if placement else None
         spec = ExportSpec(processor.input_size, 1, simulated=simulated, placement=placement)
         OnnxConverter().convert(deploy, out, precision=precision, spec=spec)
@@ -128,14 +130,20 @@ def build(model_name: str, work: Path, calibration_size: int) -> tuple[dict[str,
 
     core = ov.Core()
     irs: dict[str, Any] = {}
-    ov_flows = [(OV_FP32, None, None), (OV_NNCF, "nncf", None)]
-    ov_flows += [(OV_INT8[cpu], "bitedge", simulate(deploy, table, X86_UINT8.for_cpu(cpu))) for cpu in Cpu]
-    ov_flows += [(OV_SYM, "bitedge", simulate(deploy, table, SYMMETRIC_INT8))]
-    for name, quantizer, simulated in ov_flows:
+    ov_flows: list[tuple[str, str | None, Any]] = [(OV_FP32, None, None), (OV_NNCF, "nncf", None)]
+    ov_flows += [(OV_INT8[cpu], "bitedge", OpenVinoConverter().int8_placement(cpu)) for cpu in Cpu]
+    ov_flows += [(OV_SYM, "bitedge", SYMMETRIC_INT8)]
+    for name, quantizer, placement in ov_flows:
         out = work / "".join(c if c.isalnum() else "_" for c in name)
         out.mkdir()
+        simulated = simulate(deploy, table, placement) if placement else None
         spec = ExportSpec(
-            processor.input_size, 1, simulated=simulated, calibration=lambda: samples, quantizer=quantizer
+            processor.input_size,
+            1,
+            simulated=simulated,
+            placement=placement,
+            calibration=lambda: samples,
+            quantizer=quantizer,
         )
         precision = Precision.INT8 if quantizer else Precision.FP32
         OpenVinoConverter().convert(deploy, out, precision=precision, spec=spec)

@@ -34,6 +34,7 @@ import numpy as np
 
 from bitedge.artifacts.manifest import InputRecord, Manifest, OutputRecord
 from bitedge.calibration.placement import SYMMETRIC_INT8, Placement
+from bitedge.cpu import Cpu
 from bitedge.errors import BadInputError, BitEdgeError, MissingRuntimeError, TargetError
 from bitedge.model.image_processor import BitImageProcessor
 from bitedge.parity.metrics import BUDGETS, Budget, Runner
@@ -63,7 +64,7 @@ class ExportSpec:
     raw_pixel_input: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     simulated: nn.Module | None = None  # int8: the deploy graph with bitedge's Q/DQ, in the target's placement
-    placement: Placement | None = None  # int8: that placement, for the CPU asked (None: the target's ``placement``)
+    placement: Placement | None = None  # int8: that placement (``int8_placement(cpu)``; None: ``placement``)
     calibration: Callable[[], Iterable[np.ndarray]] | None = None  # int8: calibration batches, for own quantizers
     quantizer: str | None = None  # int8: "bitedge" (the table) or a target's own, e.g. "nncf"; None: default
     processor: BitImageProcessor | None = None  # the preprocessing, for runtimes that take images (Core ML)
@@ -125,9 +126,18 @@ class Converter(ABC):
     install: ClassVar[str | None] = None  # the install command, when not "pip install 'bitedge[<extra>]'"
     modules: ClassVar[tuple[str, ...]]  # Python modules the runtime needs
     quantizers: ClassVar[tuple[str, ...]] = ("bitedge",)  # int8 quantizers it offers, the default first
-    placement: ClassVar[Placement] = SYMMETRIC_INT8  # where bitedge's int8 Q/DQ go for this runtime
+    placement: ClassVar[Placement] = SYMMETRIC_INT8  # where bitedge's int8 Q/DQ go for this runtime (--cpu avx2)
     Options: ClassVar[type[TargetOptions]] = TargetOptions  # its own options (fields become CLI flags)
     budgets: ClassVar[Mapping[Precision, Budget]] = BUDGETS  # parity budget per precision (artifact vs float)
+
+    def int8_placement(self, cpu: Cpu) -> Placement:
+        """Where bitedge's int8 Q/DQ go for this runtime on ``cpu`` (``--cpu``): ``placement``, with 8-bit weights
+        where it has fewer and the CPU has VNNI. Override where the runtime wants another pattern on some CPU."""
+        return self.placement.for_cpu(cpu)
+
+    def int8_placements(self) -> dict[str, Placement]:
+        """Every placement this target builds on some CPU, by name (to read back what a manifest records)."""
+        return {p.name: p for p in (self.int8_placement(cpu) for cpu in Cpu)}
 
     def check_runtime(self) -> None:
         """Raise MissingRuntimeError unless the runtime imports."""

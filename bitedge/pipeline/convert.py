@@ -247,12 +247,12 @@ class _Conversion:
 
     def placement(self, job: Job) -> Placement:
         """Where the job's int8 Q/DQ go: its target's placement, for the CPU the request names."""
-        return get_converter(job.target).placement.for_cpu(self.request.cpu.cpu)
+        return get_converter(job.target).int8_placement(self.request.cpu.cpu)
 
     @staticmethod
     def _per_cpu(job: Job) -> bool:
         """Whether the job's target places int8 differently per CPU (``--cpu`` changes it)."""
-        return len(get_converter(job.target).placement.variants()) > 1
+        return len(get_converter(job.target).int8_placements()) > 1
 
     def budget(self, job: Job) -> Budget:
         """The job's parity budget: its precision's default on its target, with the limits the user set."""

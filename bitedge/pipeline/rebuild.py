@@ -55,9 +55,9 @@ def simulated_model(directory: Path, manifest: Manifest, deploy: nn.Module) -> n
     if manifest.precision != Precision.INT8 or calibration is None or calibration.quantizer not in (None, "bitedge"):
         return None
     table = CalibrationTable.load(directory / calibration.table)
-    base = get_converter(manifest.target).placement
-    known = base.variants()  # the placement for each CPU (x86-uint8, x86-uint8-vnni)
-    placement = known.get(calibration.placement or base.name)
+    converter = get_converter(manifest.target)
+    known = converter.int8_placements()  # the placement for each CPU (e.g. x86-uint8, x86-uint8-vnni)
+    placement = known.get(calibration.placement or converter.placement.name)
     if placement is None:
         raise BadInputError(
             f"{directory}: its int8 graph has the {calibration.placement} Q/DQ placement; this bitedge's "

@@ -83,7 +83,7 @@ def placements_of(targets: tuple[str, ...], cpu: Cpu) -> list[Placement]:
     from bitedge.precisions import Precision
 
     chosen = [get_converter(t) for t in targets]
-    return list(dict.fromkeys(c.placement.for_cpu(cpu) for c in chosen if Precision.INT8 in c.precisions))
+    return list(dict.fromkeys(c.int8_placement(cpu) for c in chosen if Precision.INT8 in c.precisions))
 
 
 def run(request: SensitivityRequest, *, log: Callable[[str], None] = lambda _: None) -> Sensitivity:

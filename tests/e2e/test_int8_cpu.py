@@ -40,11 +40,9 @@ def vnni_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_manifest_records_the_cpu_and_the_placement(vnni_artifacts: Path) -> None:
-    for target in ("onnx", "openvino"):
+    for target, placement in (("onnx", "x86-uint8-vnni"), ("openvino", "x86-uint8-inputs-vnni")):
         calibration = json.loads((vnni_artifacts / f"{target}-int8" / "bitedge.json").read_text())["calibration"]
-        assert (calibration["placement"], calibration["cpu"], calibration["cpu_detected"]) == (
-            "x86-uint8-vnni", "vnni", False,
-        )  # fmt: skip
+        assert (calibration["placement"], calibration["cpu"], calibration["cpu_detected"]) == (placement, "vnni", False)
     tensorrt = json.loads((vnni_artifacts / "tensorrt-int8" / "bitedge.json").read_text())["calibration"]
     assert tensorrt["placement"] == "symmetric-int8" and tensorrt["cpu"] is None  # the same on every CPU
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8, XNNPACK_INT8
+from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8, X86_UINT8_INPUTS_VNNI, XNNPACK_INT8
 from bitedge.calibration.simulate import quantize_weight
+from bitedge.converters import get_converter
 from bitedge.cpu import Cpu, CpuTarget, detect_cpu, parse_cpu
 from bitedge.errors import BadInputError
 
@@ -37,14 +38,20 @@ def test_parse_cpu() -> None:
         parse_cpu("arm")
 
 
-def test_only_the_x86_placement_changes_with_the_cpu() -> None:
+def test_only_the_x86_placements_change_with_the_cpu() -> None:
     assert X86_UINT8.for_cpu(Cpu.AVX2) is X86_UINT8 and X86_UINT8.weight_bits == 7
     vnni = X86_UINT8.for_cpu(Cpu.VNNI)
     assert vnni.name == "x86-uint8-vnni" and vnni.weight_bits == 8
     assert (vnni.nonnegative_inputs, vnni.conv_outputs) == (X86_UINT8.nonnegative_inputs, X86_UINT8.conv_outputs)
-    assert set(X86_UINT8.variants()) == {"x86-uint8", "x86-uint8-vnni"}
     for other in (SYMMETRIC_INT8, XNNPACK_INT8):  # 8-bit weights already: the same on every CPU
-        assert other.for_cpu(Cpu.VNNI) is other and len(other.variants()) == 1
+        assert other.for_cpu(Cpu.VNNI) is other
+    placements = {name: set(get_converter(name).int8_placements()) for name in ("onnx", "openvino", "tensorrt")}
+    assert placements == {
+        "onnx": {"x86-uint8", "x86-uint8-vnni"},
+        "openvino": {"x86-uint8", "x86-uint8-inputs-vnni"},  # on VNNI, Q/DQ on conv inputs only, as NNCF places
+        "tensorrt": {"symmetric-int8"},
+    }
+    assert X86_UINT8_INPUTS_VNNI.conv_outputs is None and X86_UINT8_INPUTS_VNNI.weight_bits == 8
 
 
 @pytest.mark.parametrize(("bits", "levels"), [(7, 63), (8, 127)])
