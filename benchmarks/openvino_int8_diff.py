@@ -170,7 +170,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.barh([n[:60] for n in names], ms, left=left, label=kind)
             left += ms
     ax.set_xlabel("ms per inference by layer type (performance counters)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
