@@ -13,9 +13,6 @@ Runtimes fuse different Q/DQ patterns into integer kernels (docs/int8.md):
   random-weight BiT (cosine 0.980); 7 bits cost the demo 1.4 dB of SNR and no top-1 change (onnxruntime's
   ``reduce_range``, and NNCF for the first layer, do the same). For a CPU with VNNI (``--cpu vnni``,
   ``bitedge/cpu.py``) the same placement keeps 8-bit weights: ``x86-uint8-vnni`` (``Placement.for_cpu``).
-- ``X86_UINT8_INPUTS_VNNI`` (OpenVINO on a CPU with VNNI or AMX): uint8 Q/DQ on convolution inputs only, as
-  NNCF places its FakeQuantize, 8-bit weights: there the requantized conv outputs cost OpenVINO more than they
-  save (measured on a Xeon with AMX: 0.88x the x86-uint8-vnni latency, +4 dB SNR on the demo).
 - ``XNNPACK_INT8`` (ExecuTorch's XNNPACK backend): Q/DQ on every convolution's input and output, symmetric
   int8, 8-bit weights per output channel. XNNPACK's int8 convolution reads and writes int8 (a convolution
   whose output is not quantized is not delegated as int8) and derives an int32 bias itself. Its int8 fully
@@ -108,5 +105,3 @@ def _affine(low: float, high: float) -> QParams:
 SYMMETRIC_INT8 = Placement("symmetric-int8")
 XNNPACK_INT8 = Placement("xnnpack-int8", conv_outputs=IntType.INT8)
 X86_UINT8 = Placement("x86-uint8", IntType.UINT8, conv_outputs=IntType.UINT8, weight_bits=7)
-# OpenVINO on a CPU with VNNI/AMX: Q/DQ on convolution inputs only (uint8 after a ReLU), 8-bit weights (docs/int8.md)
-X86_UINT8_INPUTS_VNNI = Placement("x86-uint8-inputs-vnni", IntType.UINT8, weight_bits=8)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bitedge.artifacts.manifest import Manifest
-from bitedge.calibration.placement import X86_UINT8, X86_UINT8_INPUTS_VNNI, Placement
+from bitedge.calibration.placement import X86_UINT8
 from bitedge.converters.base import (
     ConvertedFiles,
     Converter,
@@ -40,7 +40,6 @@ from bitedge.converters.base import (
     keep_weights,
 )
 from bitedge.converters.registry import register
-from bitedge.cpu import Cpu
 from bitedge.errors import CalibrationError, ExportError, MissingRuntimeError
 from bitedge.parity.metrics import Runner
 from bitedge.precisions import Precision
@@ -68,10 +67,6 @@ class OpenVinoConverter(Converter):
     modules = ("openvino",)
     quantizers = QUANTIZERS
     placement = X86_UINT8
-
-    def int8_placement(self, cpu: Cpu) -> Placement:
-        """x86-uint8 (7-bit weights) without VNNI; on VNNI, Q/DQ on convolution inputs only, 8-bit weights."""
-        return X86_UINT8_INPUTS_VNNI if cpu is Cpu.VNNI else X86_UINT8
 
     def convert(
         self,

@@ -40,7 +40,7 @@ def vnni_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_manifest_records_the_cpu_and_the_placement(vnni_artifacts: Path) -> None:
-    for target, placement in (("onnx", "x86-uint8-vnni"), ("openvino", "x86-uint8-inputs-vnni")):
+    for target, placement in (("onnx", "x86-uint8-vnni"), ("openvino", "x86-uint8-vnni")):
         calibration = json.loads((vnni_artifacts / f"{target}-int8" / "bitedge.json").read_text())["calibration"]
         assert (calibration["placement"], calibration["cpu"], calibration["cpu_detected"]) == (placement, "vnni", False)
     tensorrt = json.loads((vnni_artifacts / "tensorrt-int8" / "bitedge.json").read_text())["calibration"]

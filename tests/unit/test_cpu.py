@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8, X86_UINT8_INPUTS_VNNI, XNNPACK_INT8
+from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8, XNNPACK_INT8
 from bitedge.calibration.simulate import quantize_weight
 from bitedge.converters import get_converter
 from bitedge.cpu import Cpu, CpuTarget, detect_cpu, parse_cpu
@@ -48,10 +48,9 @@ def test_only_the_x86_placements_change_with_the_cpu() -> None:
     placements = {name: set(get_converter(name).int8_placements()) for name in ("onnx", "openvino", "tensorrt")}
     assert placements == {
         "onnx": {"x86-uint8", "x86-uint8-vnni"},
-        "openvino": {"x86-uint8", "x86-uint8-inputs-vnni"},  # on VNNI, Q/DQ on conv inputs only, as NNCF places
+        "openvino": {"x86-uint8", "x86-uint8-vnni"},
         "tensorrt": {"symmetric-int8"},
     }
-    assert X86_UINT8_INPUTS_VNNI.conv_outputs is None and X86_UINT8_INPUTS_VNNI.weight_bits == 8
 
 
 @pytest.mark.parametrize(("bits", "levels"), [(7, 63), (8, 127)])
