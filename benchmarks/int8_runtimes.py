@@ -69,6 +69,8 @@ from bitedge.precisions import Precision
 THREADS = 2
 ONNX_FP32 = "bitedge ONNX fp32"
 ONNX_INT8 = {cpu: f"bitedge ONNX int8 (--cpu {cpu.value})" for cpu in Cpu}
+# bitedge's ONNX before GroupNorm's affine became one BatchNormalization: what that change bought
+BEFORE_FP32, BEFORE_INT8 = (f"bitedge ONNX {p} (GroupNorm affine as Mul + Add, before)" for p in ("fp32", "int8 vnni"))
 # onnxruntime's quantize_static on bitedge's folded fp32 ONNX, with GroupNorm's affine written both ways (its
 # quantizer wraps each differently, and each configuration is faster from one of them): a column pairs every
 # flow with the faster of the two rows, the strongest anchor
@@ -81,7 +83,7 @@ OV_ANCHOR = "anchor: transformers -> convert_model -> nncf.quantize (defaults)"
 OV_NNCF = "bitedge OpenVINO int8 (--quantizer nncf)"
 OV_INT8 = {cpu: f"bitedge OpenVINO int8 (table, --cpu {cpu.value})" for cpu in Cpu}
 OV_SYM = "bitedge OpenVINO int8 (table, symmetric placement)"
-INT8_FLOWS = (*ONNX_INT8.values(), *ORT_DEFAULTS.values(), *ORT_X86.values(), OV_ANCHOR, OV_NNCF,
+INT8_FLOWS = (*ONNX_INT8.values(), BEFORE_INT8, *ORT_DEFAULTS.values(), *ORT_X86.values(), OV_ANCHOR, OV_NNCF,
               *OV_INT8.values(), OV_SYM)  # fmt: skip
 ANCHORS = {"× bitedge ONNX fp32": (ONNX_FP32,), "× ORT defaults": tuple(ORT_DEFAULTS.values()),
            "× ORT x86 advice": tuple(ORT_X86.values()), "× NNCF anchor": (OV_ANCHOR,)}  # fmt: skip
@@ -153,7 +155,11 @@ def build(model_name: str, work: Path, calibration_size: int) -> tuple[dict[str,
     for cpu, name in ONNX_INT8.items():
         paths[name] = onnx(name, Precision.INT8, cpu)
     with _affine_as_mul_add():
-        sources = {AFFINES[0]: paths[ONNX_FP32], AFFINES[1]: onnx("fp32 mul add", Precision.FP32)}
+        paths[BEFORE_FP32], paths[BEFORE_INT8] = (
+            onnx(BEFORE_FP32, Precision.FP32),
+            onnx(BEFORE_INT8, Precision.INT8, Cpu.VNNI),
+        )
+    sources = {AFFINES[0]: paths[ONNX_FP32], AFFINES[1]: paths[BEFORE_FP32]}
     x86 = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "per_channel": True}
     for affine, source in sources.items():
         for name, config in ((ORT_DEFAULTS[affine], {}), (ORT_X86[affine], x86)):

@@ -23,7 +23,7 @@ from bitedge.calibration.simulate import simulate
 from bitedge.calibration.table import CalibrationTable
 from bitedge.cli import main
 from bitedge.converters._qdq_lint import lint_int8
-from bitedge.cpu import Cpu
+from bitedge.cpu import Cpu, detect_cpu
 from bitedge.model.demo import DEMO_EVAL
 from bitedge.parity.images import Batches, scan_images
 from bitedge.pipeline.rebuild import deploy_graph, float_reference, simulated_model
@@ -40,9 +40,11 @@ def vnni_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_manifest_records_the_cpu_and_the_placement(vnni_artifacts: Path) -> None:
-    for target, placement in (("onnx", "x86-uint8-vnni"), ("openvino", "x86-uint8-vnni")):
+    for target in ("onnx", "openvino"):
         calibration = json.loads((vnni_artifacts / f"{target}-int8" / "bitedge.json").read_text())["calibration"]
-        assert (calibration["placement"], calibration["cpu"], calibration["cpu_detected"]) == (placement, "vnni", False)
+        assert (calibration["placement"], calibration["cpu"], calibration["cpu_detected"]) == (
+            "x86-uint8-vnni", "vnni", False,
+        )  # fmt: skip
     tensorrt = json.loads((vnni_artifacts / "tensorrt-int8" / "bitedge.json").read_text())["calibration"]
     assert tensorrt["placement"] == "symmetric-int8" and tensorrt["cpu"] is None  # the same on every CPU
 
@@ -85,6 +87,18 @@ def test_verify_and_diagnose_rebuild_the_vnni_simulated_model(vnni_artifacts: Pa
     out = tmp_path / "diagnosis"
     assert main(["diagnose", str(vnni_artifacts / "onnx-int8"), "--images", "8", "--out", str(out)]) in (0, 1)
     assert json.loads((out / "diagnose.json").read_text())["layers"]
+
+
+def test_auto_is_this_machines_cpu_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "auto"
+    assert main(["convert", "--target", "onnx", "--precision", "int8", "--out", str(out)]) == 0
+    cpu = detect_cpu()
+    calibration = json.loads((out / "bitedge.json").read_text())["calibration"]
+    assert (calibration["cpu"], calibration["cpu_detected"]) == (cpu.value, True)
+    assert calibration["placement"] == X86_UINT8.for_cpu(cpu).name
+    captured = capsys.readouterr()
+    assert f"made for {cpu.value} CPUs (this machine's, --cpu auto)" in captured.err  # the log
+    assert f"int8 of onnx made for {cpu.value} CPUs (this machine's, --cpu auto" in captured.out  # the summary
 
 
 def test_the_cpu_is_checked_at_the_boundary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
