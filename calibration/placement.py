@@ -10,7 +10,7 @@ Runtimes fuse different Q/DQ patterns into integer kernels (docs/int8.md):
   stem's normalized pixels) stays symmetric int8. Weights use 7 bits (+-63) for x86 without VNNI (AVX2):
   it multiplies u8 x s8 pairs with ``vpmaddubsw``, whose int16 sum saturates above 32767, and 2 x 255 x 127
   does; 2 x 255 x 63 does not. With 8-bit weights onnxruntime drifted from the simulated model on a
-  random-weight BiT (cosine 0.980); 7 bits cost the demo 1.4 dB of SNR and no top-1 change (onnxruntime's
+  random-weight BiT (cosine 0.980); 7 bits cost the demo ~2 dB of SNR and no top-1 change (onnxruntime's
   ``reduce_range``, and NNCF for the first layer, do the same). For a CPU with VNNI (``--cpu vnni``,
   ``bitedge/cpu.py``) the same placement keeps 8-bit weights: ``x86-uint8-vnni`` (``Placement.for_cpu``).
 - ``XNNPACK_INT8`` (ExecuTorch's XNNPACK backend): Q/DQ on every convolution's input and output, symmetric
