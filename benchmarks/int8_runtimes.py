@@ -43,7 +43,7 @@ import onnxruntime as ort
 import openvino as ov
 import torch
 from onnx_fold_vs_unfolded import _session
-from openvino_vs_anchor import CONFIG, profile
+from openvino_vs_anchor import CONFIG, profile, transformers_ir
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 from suite import ort_kernel_ms
 
@@ -190,12 +190,7 @@ def build(model_name: str, work: Path, calibration_size: int) -> tuple[dict[str,
         precision = Precision.INT8 if quantizer else Precision.FP32
         OpenVinoConverter().convert(deploy, out, precision=precision, spec=spec)
         irs[name] = core.read_model(str(out / "model.xml"))
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    model.save_pretrained(work / "hf")
-    hf = transformers.BitForImageClassification.from_pretrained(work / "hf").eval()
-    anchor_fp32 = ov.convert_model(hf, example_input=torch.from_numpy(samples[0]))
+    anchor_fp32 = transformers_ir(model, samples[0], work)
     irs[OV_ANCHOR] = nncf.quantize(anchor_fp32, nncf.Dataset(samples), subset_size=len(samples))
     for name, ir in irs.items():
         hint = {} if name in INT8_FLOWS else {"INFERENCE_PRECISION_HINT": "f32"}

@@ -26,7 +26,7 @@ import nncf
 import numpy as np
 import openvino as ov
 import torch
-from openvino_vs_anchor import CONFIG
+from openvino_vs_anchor import CONFIG, transformers_ir
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 
 from bitedge import load_model
@@ -76,12 +76,7 @@ def build(work: Path) -> dict[str, Any]:
                           calibration=lambda: samples, quantizer=quantizer)  # fmt: skip
         converter.convert(deploy, out, precision=Precision.INT8, spec=spec)
         irs[name] = core.read_model(str(out / "model.xml"))
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    model.save_pretrained(work / "hf")
-    hf = transformers.BitForImageClassification.from_pretrained(work / "hf").eval()
-    fp32 = ov.convert_model(hf, example_input=torch.from_numpy(samples[0]))
+    fp32 = transformers_ir(model, samples[0], work)
     irs[ANCHOR] = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=len(samples))
     return {"irs": irs, "input": samples[0]}
 

@@ -53,8 +53,6 @@ DEFAULT = "bitedge int8 (nncf, default)"
 
 def build(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any]:
     """All IRs of one model: {name: ov.Model}, plus the float model and its processor."""
-    import transformers
-
     model = load_model(model_name)
     processor = model.image_processor if model_name == "bitedge/demo" else PRESETS[model_name].image_processor()
     size = processor.input_size
@@ -88,10 +86,7 @@ def build(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any]:
     save_onnx(build_onnx(deploy, input_size=size, batch=None, group_norm="native"), native_path)
     native = ov.convert_model(str(native_path))
     irs["bitedge int8 (nncf, native GroupNorm op)"] = nncf.quantize(native, dataset, subset_size=len(samples))
-    model.save_pretrained(work / "hf")
-    transformers.logging.set_verbosity_error()
-    hf = transformers.BitForImageClassification.from_pretrained(work / "hf").eval()
-    anchor_fp32 = ov.convert_model(hf, example_input=torch.from_numpy(samples[0]))
+    anchor_fp32 = transformers_ir(model, samples[0], work)
     irs["anchor fp32 (transformers -> convert_model)"] = anchor_fp32
     irs[ANCHOR] = nncf.quantize(anchor_fp32.clone(), dataset, subset_size=len(samples))
     irs["anchor int8, GroupNorm ignored"] = nncf.quantize(
@@ -99,6 +94,17 @@ def build(model_name: str, work: Path) -> tuple[dict[str, Any], Any, Any]:
         ignored_scope=nncf.IgnoredScope(types=["GroupNormalization"]),
     )  # fmt: skip
     return irs, model, processor
+
+
+def transformers_ir(model: Any, example: np.ndarray, work: Path) -> Any:
+    """The anchors' fp32 IR: bitedge's weights saved as a transformers checkpoint, loaded by transformers'
+    BitForImageClassification and converted by ``openvino.convert_model``, as a user wiring it by hand would."""
+    import transformers
+
+    model.save_pretrained(work / "hf")
+    transformers.logging.set_verbosity_error()
+    hf = transformers.BitForImageClassification.from_pretrained(work / "hf").eval()
+    return ov.convert_model(hf, example_input=torch.from_numpy(example))
 
 
 def profile(compiled: Any, x: np.ndarray, runs: int = 30, warm_up: int = 5) -> dict[str, float]:
