@@ -34,8 +34,20 @@ class CpuTarget:
     detected: bool = False
 
     def describe(self) -> str:
-        how = "this machine's, --cpu auto" if self.detected else "--cpu"
-        return f"{self.cpu.value} CPUs ({how})"
+        return describe(self.cpu.value, self.detected)
+
+
+def describe(cpu: str, detected: bool, also: str = "") -> str:
+    """``"vnni CPUs (this machine's, --cpu auto)"``: what the log, the summary and ``inspect`` say (``also``
+    joins the parenthesis)."""
+    how = "this machine's, --cpu auto" if detected else "--cpu"
+    return f"{cpu} CPUs ({how}{'; ' + also if also else ''})"
+
+
+OTHER_CHOICE: dict[str, str] = {  # by the recorded cpu: the choice for the other kind of x86 CPU
+    Cpu.VNNI.value: "--cpu avx2 for x86 CPUs without VNNI",
+    Cpu.AVX2.value: "--cpu vnni for CPUs with VNNI or AMX",
+}
 
 
 def parse_cpu(text: str) -> CpuTarget:

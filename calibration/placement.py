@@ -67,6 +67,11 @@ class Placement:
     def integer_bias(self) -> bool:
         return self.conv_outputs is not None
 
+    @property
+    def weight_max(self) -> int:
+        """The largest weight magnitude: 2^(bits-1) - 1 (63 for 7 bits, 127 for 8)."""
+        return int(2 ** (self.weight_bits - 1)) - 1
+
     def for_cpu(self, cpu: Cpu) -> Placement:
         """This placement as built for ``cpu``: fewer than 8 weight bits exist only for x86 without VNNI, so a
         VNNI CPU gets 8-bit weights under the name ``<name>-vnni``; any other placement is unchanged."""

@@ -21,10 +21,10 @@ import numpy as np
 from torch import nn
 
 from bitedge.converters.base import Taps
+from bitedge.errors import BadInputError
 
 if TYPE_CHECKING:
     import torch.fx
-from bitedge.errors import BadInputError
 
 
 def tap_values(

@@ -66,9 +66,9 @@ def _check_qdq(node: Any, constants: dict[str, np.ndarray], placement: Placement
         allowed = {np.dtype(np.int8), np.dtype(np.int32)}
         if zero.dtype not in allowed or np.any(zero != 0):
             problems.append(f"{node.name}: weights and biases need int8/int32 zero points of 0, got {zero.dtype}")
-        values, levels = constants[node.input[0]], 2 ** (placement.weight_bits - 1) - 1
-        if values.dtype == np.int8 and values.size and int(np.abs(values.astype(np.int16)).max()) > levels:
-            problems.append(f"{node.name}: int8 weights beyond +-{levels} ({placement.weight_bits}-bit weights in "
+        values, limit = constants[node.input[0]], placement.weight_max
+        if values.dtype == np.int8 and values.size and int(np.abs(values.astype(np.int16)).max()) > limit:
+            problems.append(f"{node.name}: int8 weights beyond +-{limit} ({placement.weight_bits}-bit weights in "
                             f"{placement.name})")  # fmt: skip
     elif zero.dtype not in allowed_types(placement):
         types = " or ".join(str(t) for t in allowed_types(placement))

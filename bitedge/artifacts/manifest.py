@@ -98,10 +98,9 @@ class CalibrationRecord:
 
     def cpu_note(self) -> str | None:
         """Which CPUs the int8 graph is made for, where its placement depends on it (None: any CPU)."""
-        if self.cpu is None:
-            return None
-        how = "this machine's, --cpu auto" if self.cpu_detected else "--cpu"
-        return f"{self.cpu} CPUs ({how}; placement {self.placement})"
+        from bitedge.cpu import describe
+
+        return None if self.cpu is None else describe(self.cpu, self.cpu_detected, f"placement {self.placement}")
 
 
 @dataclass

@@ -343,8 +343,12 @@ def _cpu_lines(results: list[Any]) -> list[str]:
         c = r.manifest.calibration
         if c is not None and c.cpu is not None:
             made.setdefault((c.cpu, str(c.cpu_note())), []).append(r.manifest.target)
-    other = {"vnni": "--cpu avx2 for x86 CPUs without VNNI", "avx2": "--cpu vnni for CPUs with VNNI or AMX"}
-    return [f"int8 of {', '.join(names)} made for {note}; {other.get(cpu, '')}" for (cpu, note), names in made.items()]
+    from bitedge.cpu import OTHER_CHOICE
+
+    return [
+        f"int8 of {', '.join(names)} made for {note}; {OTHER_CHOICE.get(cpu, '')}"
+        for (cpu, note), names in made.items()
+    ]
 
 
 def _log(message: str) -> None:

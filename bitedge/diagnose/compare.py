@@ -113,19 +113,16 @@ CLIFF_DB = 10.0  # a drop this large at one layer stands out from the few dB eac
 
 def fall_off(layers: list[LayerStats], comparison: str, limit_db: float) -> FallOff:
     """The first layer (graph order) where ``comparison``'s SNR is below ``limit_db``, and the steepest drop."""
-    snrs = [(layer.name, min(CLIP_DB, layer.pairs[comparison].snr_db)) for layer in layers if comparison in layer.pairs]
+    snrs = [(layer.name, layer.pairs[comparison].snr_db) for layer in layers if comparison in layer.pairs]
     steepest, drop = None, 0.0
     for (_, before), (name, after) in itertools.pairwise(snrs):
-        if before - after > drop:
-            steepest, drop = name, before - after
+        if min(CLIP_DB, before) - min(CLIP_DB, after) > drop:
+            steepest, drop = name, min(CLIP_DB, before) - min(CLIP_DB, after)
     previous = None
-    for layer in layers:
-        stats = layer.pairs.get(comparison)
-        if stats is None:
-            continue
-        if stats.snr_db < limit_db:
-            return FallOff(comparison, layer.name, limit_db, _json_number(stats.snr_db), previous, steepest, drop)
-        previous = layer.name
+    for name, snr in snrs:
+        if snr < limit_db:
+            return FallOff(comparison, name, limit_db, _json_number(snr), previous, steepest, drop)
+        previous = name
     return FallOff(comparison, None, limit_db, None, previous, steepest, drop)
 
 
