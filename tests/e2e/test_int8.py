@@ -44,15 +44,16 @@ def test_graph_follows_its_placement(int8_artifact: Path) -> None:
     proto = onnx.load(str(int8_artifact / "model.onnx"))
     assert lint_int8(proto, X86_UINT8) == []
     ops = collections.Counter(n.op_type for n in proto.graph.node)
-    # 17 convs with Q/DQ on input and output, the head on its input; DQ: activations, 18 weights, the head's bias
-    assert ops["QuantizeLinear"] == 18 + 17 and ops["DequantizeLinear"] == 35 + 18 + 1
+    # 17 convs with Q/DQ on input and output, the head on its input, less the 4 inputs a stage's first conv
+    # shares with its projection shortcut; DQ: those activations, 18 weights, the head's bias
+    assert ops["QuantizeLinear"] == 18 + 17 - 4 and ops["DequantizeLinear"] == 35 - 4 + 18 + 1
     assert ops["InstanceNormalization"] == 13
     weights = [t for t in proto.graph.initializer if t.name.endswith("weight_int8")]
     assert len(weights) == 18 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
     types = collections.Counter(
         t.data_type for t in proto.graph.initializer if t.name.endswith(("input_zero_point", "output_zero_point"))
     )  # uint8, except the stem's signed input (symmetric int8)
-    assert types == {onnx.TensorProto.UINT8: 34, onnx.TensorProto.INT8: 1}
+    assert types == {onnx.TensorProto.UINT8: 34 - 4, onnx.TensorProto.INT8: 1}
     assert all(abs(numpy_helper.to_array(t)).max() == 63 for t in weights)  # 7 bits: no vpmaddubsw saturation
 
 
@@ -166,7 +167,8 @@ def test_excluded_layers_stay_float(tmp_path: Path) -> None:
     assert main(args) == 0
     proto = onnx.load(str(out / "model.onnx"))
     ops = collections.Counter(n.op_type for n in proto.graph.node)
-    assert ops["QuantizeLinear"] == 2 * 16 and ops["Conv"] == 17 and ops["Gemm"] == 1  # 16 convs: input and output
+    # 16 convs: input and output, less the 4 inputs shared with a projection shortcut
+    assert ops["QuantizeLinear"] == 2 * 16 - 4 and ops["Conv"] == 17 and ops["Gemm"] == 1
     assert not any(n.op_type == "DequantizeLinear" and "embedder" in n.name for n in proto.graph.node)
     assert json.loads((out / "bitedge.json").read_text())["calibration"]["excluded"] == [
         "bit.embedder.convolution",

@@ -110,3 +110,19 @@ def test_the_cpu_is_checked_at_the_boundary(tmp_path: Path, capsys: pytest.Captu
         main(["convert", "--target", "onnx", "--out", str(tmp_path / "y"), "--cpu", "arm"])
     assert exited.value.code == 2 and "invalid choice: 'arm'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_tensor_read_by_two_layers_is_quantized_once(vnni_artifacts: Path) -> None:
+    """A stage's first block feeds one activation to its first convolution and to its projection shortcut: one
+    Q/DQ pair serves both (two would keep a ReLU, a Q and a transpose onnxruntime otherwise drops)."""
+    graph = onnx.load(str(vnni_artifacts / "onnx-int8" / "model.onnx")).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
+    keys = [(n.input[0], float(constants[n.input[1]]), int(constants[n.input[2]])) for n in quantizers]
+    assert len(keys) == len(set(keys))
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type == "Conv":
+            readers[node.input[0]] = readers.get(node.input[0], 0) + 1
+    shared = [dq for dq, count in readers.items() if count == 2]
+    assert len(shared) == 4, shared  # each of the demo's four stages opens with a projection shortcut
