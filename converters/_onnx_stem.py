@@ -3,8 +3,9 @@
 Pad -> SpaceToDepth(2) turns (N, C, H + 2p, W + 2p) into (N, 4C, (H + 2p) / 2, (W + 2p) / 2); a k x k stride-2
 kernel, zero-extended to an even size, becomes a ceil(k/2)-square stride-1 kernel over those 4C channels: the same
 products, so the same integer sums and the same output. onnxruntime's int8 convolution runs a 3-channel input
-poorly (an im2col row of 147 bytes per pixel); on 12 channels BiT-R50x1's int8 ran 0.99x as long
-(benchmarks/results/onnx_int8_glue.md). Only for an even padded size, where both forms give the same output shape.
+poorly (BiT-R50x1's stem profiled at 252 GOP/s, its other convolutions at ~600); on 12 channels the whole model
+ran 0.99x as long (benchmarks/results/onnx_int8_glue.md). Only for an even padded size, where both forms give the
+same output shape.
 """
 
 from __future__ import annotations
