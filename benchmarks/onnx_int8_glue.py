@@ -11,8 +11,8 @@ interleaved in one run under the latency protocol, 2 threads, batch 1, ratios pa
   a reduction or elementwise, so onnxruntime's transpose optimizer can keep it in the convolutions' NHWC layout
   and drop the Transposes around them;
 - GroupNorm as the native GroupNormalization-21 (onnxruntime expands its function body);
-- the stem as the 7x7 stride-2 convolution on 3 channels it is, where bitedge writes a 4x4 stride-1 one on a
-  space-to-depth input (12 channels): the same products, so the same logits.
+- the stem's 7x7 stride-2 convolution on 3 channels as a 4x4 stride-1 one on a space-to-depth input (12
+  channels), rewritten in the saved graph: the same products, so the same logits.
 
 Each row's logits are compared with bitedge's int8 on scikit-image photos (SNR; "exact" when equal), and its
 median is split in the proportions onnxruntime's profiler finds into the convolutions and head (QLinearConv
@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from int8_runtimes import CONV_OPS, THREADS, eval_inputs
+from onnx import helper, numpy_helper
 from onnx_fold_vs_unfolded import _session
 from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
 from suite import ort_kernel_ms
 
 import bitedge.converters._onnx_graph as graph
-import bitedge.converters._onnx_stem as stem
 from bitedge import load_model
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.simulate import simulate
@@ -78,17 +79,6 @@ def _unshared() -> contextlib.AbstractContextManager[None]:
         return shared(e, value, name, q)
 
     return _patched("_qdq", own_pair)
-
-
-@contextlib.contextmanager
-def _patched_stem() -> Iterator[None]:
-    """The stem as the stride-2 convolution it is (bitedge's int8 graph before ``_onnx_stem``)."""
-    applies = stem.applies
-    stem.applies = lambda layer, shape: False
-    try:
-        yield
-    finally:
-        stem.applies = applies
 
 
 def _layer_norm(e: Any, n: Any, x: str, groups: int, eps: float, gamma: Any, beta: Any) -> str:
@@ -132,6 +122,30 @@ def _one_pass(e: Any, n: Any, x: str, groups: int, eps: float, gamma: Any, beta:
     return e.node("Add", [e.node("Mul", [x, scale], f"{name}/scaled"), shift], name)
 
 
+def space_to_depth_stem(source: Path, target: Path) -> None:
+    """Rewrite the stem's 7x7 stride-2 convolution (pads 3) as Pad -> SpaceToDepth(2) -> a 4x4 stride-1 one."""
+    model = onnx.load(str(source))
+    nodes = list(model.graph.node)
+    constants = {t.name: t for t in model.graph.initializer}
+    conv = next(n for n in nodes if n.op_type == "Conv")
+    weight = next(n for n in nodes if n.output[0] == conv.input[1])
+    w = numpy_helper.to_array(constants[weight.input[0]])
+    padded = np.zeros((*w.shape[:2], 8, 8), w.dtype)
+    padded[:, :, :7, :7] = w
+    blocks = [padded[:, :, dy::2, dx::2] for dy in range(2) for dx in range(2)]  # SpaceToDepth's channel order
+    constants[weight.input[0]].CopyFrom(numpy_helper.from_array(np.concatenate(blocks, axis=1), weight.input[0]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 3, 3, 0, 0, 3, 3]), "stem.pads"))
+    stem = [helper.make_node("Pad", ["pixel_values", "stem.pads"], ["stem/padded"]),
+            helper.make_node("SpaceToDepth", ["stem/padded"], ["stem/s2d"], blocksize=2)]  # fmt: skip
+    for node in nodes:
+        node.input[:] = ["stem/s2d" if i == "pixel_values" else i for i in node.input]
+    for attribute, value in (("kernel_shape", [4, 4]), ("strides", [1, 1]), ("pads", [0, 0, 0, 0])):
+        next(a for a in conv.attribute if a.name == attribute).ints[:] = value
+    del model.graph.node[:]
+    model.graph.node.extend(stem + nodes)
+    onnx.save(model, str(target))
+
+
 def build(work: Path) -> tuple[dict[str, Path], Any, Any]:
     model = load_model(MODEL)
     processor = PRESETS[MODEL].image_processor()
@@ -163,8 +177,8 @@ def build(work: Path) -> tuple[dict[str, Path], Any, Any]:
     for name, (form, emitter) in forms.items():
         with _patched("as_instance_norm", emitter) if emitter else contextlib.nullcontext():
             paths[name] = onnx_model(name, Precision.INT8, form)
-    with _patched_stem():
-        paths["stem as the 7x7 stride-2 conv on 3 channels (before)"] = onnx_model("plain stem", Precision.INT8)
+    paths["stem as space-to-depth, 4x4 stride 1"] = work / "s2d.onnx"
+    space_to_depth_stem(paths[INT8], paths["stem as space-to-depth, 4x4 stride 1"])
     return paths, model, processor
 
 

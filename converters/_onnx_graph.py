@@ -29,7 +29,6 @@ from torch.nn import functional as F
 
 from bitedge.calibration.placement import QParams
 from bitedge.calibration.simulate import QuantizedConv2d, QuantizedLinear
-from bitedge.converters import _onnx_stem as stem
 from bitedge.converters._onnx_group_norm import as_instance_norm, from_channel_stats
 from bitedge.errors import ExportError
 from bitedge.model.blocks import check_pixel_values
@@ -62,7 +61,6 @@ class _Emitter:
     # "native" GroupNormalization-21; "instance": InstanceNormalization chain (faster in onnxruntime's CPU
     # provider); "channel-stats": per-channel statistics averaged per group (faster in OpenVINO's CPU plugin)
     group_norm: str = "native"
-    space_to_depth: bool = False  # int8 stride-2 convolutions on a few channels as stride-1 ones (_onnx_stem)
     nodes: list[Any] = field(default_factory=list)
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # fx node name -> ONNX value name
@@ -134,10 +132,9 @@ def _qdq(e: _Emitter, value: str, name: str, q: QParams) -> str:
     return e.quantized[key]
 
 
-def _dq_weight(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear, space_to_depth: bool) -> str:
+def _dq_weight(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
     """An int8 weight initializer behind a per-output-channel (axis 0) DequantizeLinear."""
-    values = m.weight_int8.detach().cpu().numpy()
-    w = e.const(f"{n.target}.weight_int8", stem.space_to_depth_weight(values) if space_to_depth else values)
+    w = e.const(f"{n.target}.weight_int8", m.weight_int8)
     s = e.const(f"{n.target}.weight_scale", m.weight_scale, keep_fp32=True)
     z = e.const(f"{n.target}.weight_zero_point", np.zeros(len(m.weight_scale), np.int8))
     return e.node("DequantizeLinear", [w, s, z], f"{n.name}/weight", axis=0)
@@ -159,21 +156,16 @@ def _bias(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -
 
 
 def _quantized(e: _Emitter, n: torch.fx.Node, m: QuantizedConv2d | QuantizedLinear) -> str:
-    """Q/DQ on the input (shared by layers that quantize it alike), DQ on the weight (and bias), Q/DQ on the output
-    if placed; with ``space_to_depth``, a stride-2 stem on a few channels as a stride-1 one (``_onnx_stem``)."""
-    layer, x = m.layer, e.value(n.args[0])
-    shape = n.args[0].meta["tensor_meta"].shape  # type: ignore[union-attr]
-    s2d = e.space_to_depth and isinstance(layer, nn.Conv2d) and stem.applies(layer, shape)
-    if s2d:
-        x = stem.space_to_depth_input(e, n.name, x, cast(nn.Conv2d, layer))
-    x, w = _qdq(e, x, f"{n.target}.input", m.input_q), _dq_weight(e, n, m, s2d)
+    """Q/DQ on the input (one pair for the layers that quantize it alike), DQ on the weight (and bias), Q/DQ on
+    the output if placed."""
+    x, w = _qdq(e, e.value(n.args[0]), f"{n.target}.input", m.input_q), _dq_weight(e, n, m)
+    layer = m.layer
     if isinstance(layer, nn.Linear):
         return e.node("Gemm", [x, w, *_bias(e, n, m)], n.name, transB=1)
-    pad_h, pad_w = (0, 0) if s2d else cast(tuple[int, int], layer.padding)
-    kernel = [-(-k // stem.BLOCK) for k in layer.kernel_size] if s2d else list(layer.kernel_size)  # ceil(k / 2)
+    pad_h, pad_w = cast(tuple[int, int], layer.padding)
     name = f"{n.name}/conv" if m.output_q is not None else n.name
     y = e.node(
-        "Conv", [x, w, *_bias(e, n, m)], name, kernel_shape=kernel, strides=[1, 1] if s2d else list(layer.stride),
+        "Conv", [x, w, *_bias(e, n, m)], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
         pads=[pad_h, pad_w, pad_h, pad_w], dilations=list(layer.dilation), group=layer.groups,
     )  # fmt: skip
     return y if m.output_q is None else _qdq(e, y, f"{n.target}.output", m.output_q)
@@ -284,7 +276,6 @@ def build_onnx(
     batch: int | None,
     fp16: bool = False,
     group_norm: str = "native",
-    space_to_depth: bool = False,
     metadata: dict[str, str] | None = None,
     producer_version: str = "",
     external_data: Path | None = None,
@@ -303,7 +294,7 @@ def build_onnx(
         ShapeProp(graph_module).propagate(torch.zeros(1, 3, height, width))
     if group_norm not in GROUP_NORM_FORMS:
         raise ExportError(f"unknown GroupNorm form {group_norm!r}")
-    emitter = _Emitter(graph_module, fp16, group_norm, space_to_depth)
+    emitter = _Emitter(graph_module, fp16, group_norm)
     for n in graph_module.graph.nodes:
         if n.op == "placeholder":
             emitter.names[n.name] = emitter.cast(INPUT_NAME, to_fp16=True) if fp16 else INPUT_NAME

@@ -93,7 +93,6 @@ class OnnxConverter(Converter):
             batch=spec.batch,
             fp16=precision == Precision.FP16,
             group_norm=options.group_norm,
-            space_to_depth=int8,  # the int8 stem on 12 channels instead of 3 (_onnx_stem)
             metadata=spec.metadata,
             producer_version=__version__,
             external_data=directory / DATA_FILE,

@@ -174,29 +174,3 @@ def test_excluded_layers_stay_float(tmp_path: Path) -> None:
         "bit.embedder.convolution",
         "classifier.1",
     ]
-
-
-def test_the_space_to_depth_stem_runs_the_same_numbers(int8_artifact: Path) -> None:
-    """The artifact's stem is Pad -> SpaceToDepth -> a 4x4 stride-1 conv on 12 channels; onnxruntime gives the
-    same logits, bit for bit, as the 7x7 stride-2 conv on 3 channels it replaces (integer sums are exact)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from bitedge.artifacts.manifest import Manifest
-    from bitedge.converters._onnx_graph import build_onnx
-    from bitedge.model.demo import DEMO_EVAL
-    from bitedge.parity.images import Batches, scan_images
-    from bitedge.pipeline.rebuild import deploy_graph, float_reference, simulated_model
-
-    proto = onnx.load(str(int8_artifact / "model.onnx"))
-    assert [n.op_type for n in proto.graph.node][:3] == ["Pad", "SpaceToDepth", "QuantizeLinear"]
-    manifest = Manifest.read(int8_artifact)
-    model = float_reference(manifest, None, log=lambda _: None)
-    simulated = simulated_model(int8_artifact, manifest, deploy_graph(model, manifest))
-    assert simulated is not None
-    plain = build_onnx(simulated, input_size=(64, 64), batch=None, group_norm="instance")
-    assert "SpaceToDepth" not in {n.op_type for n in plain.graph.node}
-    pixels = next(iter(Batches(scan_images(DEMO_EVAL, list(model.config.labels)), model.image_processor, 50)))[0]
-    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (proto, plain)]
-    rewritten, original = (r.run(None, {manifest.input.name: pixels})[0] for r in runs)
-    assert np.array_equal(rewritten, original)
