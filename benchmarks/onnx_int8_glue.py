@@ -246,7 +246,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     kernels = [result["flows"][n]["kernels_ms"] for n in names]
     ax.barh(names, kernels, label="convolutions and head")
     ax.barh(names, glue, left=kernels, label="everything else (glue)")
-    ax.set_xlabel("profiled ms per image")
+    ax.set_xlabel("ms per image (each median, split as the profiler splits it)")
     ax.set_title(f"{result['model']} @ {result['input'][0]} px: onnxruntime int8 graph forms")
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7)
