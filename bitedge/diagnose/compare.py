@@ -116,8 +116,9 @@ def fall_off(layers: list[LayerStats], comparison: str, limit_db: float) -> Fall
     snrs = [(layer.name, layer.pairs[comparison].snr_db) for layer in layers if comparison in layer.pairs]
     steepest, drop = None, 0.0
     for (_, before), (name, after) in itertools.pairwise(snrs):
-        if min(CLIP_DB, before) - min(CLIP_DB, after) > drop:
-            steepest, drop = name, min(CLIP_DB, before) - min(CLIP_DB, after)
+        here = min(CLIP_DB, before) - min(CLIP_DB, after)
+        if here > drop:
+            steepest, drop = name, here
     previous = None
     for name, snr in snrs:
         if snr < limit_db:

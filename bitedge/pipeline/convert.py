@@ -92,7 +92,7 @@ class _Conversion:
 
     def __init__(self, request: ConvertRequest, jobs: list[Job], log: Log) -> None:
         self.request, self.jobs, self.log = request, jobs, log
-        self.int8 = any(job.precision == Precision.INT8 for job in jobs)
+        self.int8 = [job for job in jobs if job.precision == Precision.INT8]  # the int8 jobs
         self.table: CalibrationTable | None = None
         self._simulated: dict[Placement, tuple[nn.Module, Outputs | None]] = {}  # per placement: model, its outputs
 
@@ -144,8 +144,7 @@ class _Conversion:
             self.model, self.deploy, self.processor, calibration, raw_pixels=raw, source=self.calibration_source,
             log=self.log,
         )  # fmt: skip
-        int8 = [job for job in self.jobs if job.precision == Precision.INT8]
-        per_cpu = {self.placement(job).name for job in int8 if self._per_cpu(job)}
+        per_cpu = {self.placement(job).name for job in self.int8 if self._per_cpu(job)}
         if per_cpu:
             self.log(f"int8 placement {', '.join(sorted(per_cpu))}, made for {self.request.cpu.describe()}")
         if self.request.fallback is Fallback.AUTO:
@@ -159,8 +158,7 @@ class _Conversion:
 
     def _fallback(self, table: CalibrationTable) -> CalibrationTable:
         """``--fallback auto``: float layers until every int8 job's simulated model meets its budget."""
-        int8 = [job for job in self.jobs if job.precision == Precision.INT8]
-        checks = list(dict.fromkeys((self.placement(job), self.budget(job)) for job in int8))
+        checks = list(dict.fromkeys((self.placement(job), self.budget(job)) for job in self.int8))
         self.log(f"searching for the fewest float layers that meet the int8 budget{_memory()}")
         raw = self.request.raw_pixel_input
         search = search_set(self.deploy, self.images, self.processor, raw_pixels=raw)
