@@ -45,6 +45,7 @@ import bitedge.converters._onnx_graph as graph
 from bitedge import load_model
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.simulate import simulate
+from bitedge.converters._onnx_group_norm import as_instance_norm
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter, OnnxOptions
 from bitedge.cpu import detect_cpu
@@ -82,18 +83,17 @@ def _unshared() -> contextlib.AbstractContextManager[None]:
 
 
 def _layer_norm(e: Any, n: Any, x: str, groups: int, eps: float, gamma: Any, beta: Any) -> str:
-    """GroupNorm as Reshape (N, G, -1) -> LayerNormalization -> Reshape back -> the affine (BatchNormalization)."""
+    """bitedge's GroupNorm chain (``as_instance_norm``) with its InstanceNormalization, over the (N, G, -1) view,
+    swapped for a LayerNormalization over the same view's last axis: the same statistics, a threaded kernel."""
+    out = as_instance_norm(e, n, x, groups, eps, gamma, beta)
+    index, instance = next((i, node) for i, node in enumerate(e.nodes) if node.op_type == "InstanceNormalization"
+                           and node.output[0] == f"{n.name}/in")  # fmt: skip
     channels, height, width = n.meta["tensor_meta"].shape[1:]
     size = channels // groups * height * width
-    grouped = e.node("Reshape", [x, e.const(f"{n.name}.grouped", np.array([0, groups, -1]))], f"{n.name}/g")
     ones = e.const(f"layer_norm.ones.{size}", np.ones(size, np.float32), keep_fp32=True)
-    normed = e.node("LayerNormalization", [grouped, ones], f"{n.name}/ln", epsilon=eps, axis=-1)
-    shape = e.const(f"{n.name}.shape", np.array([0, channels, height, width]))
-    back = e.node("Reshape", [normed, shape], f"{n.name}/b")
-    zeros, unit = (e.const(f"layer_norm.{v}.{channels}", f(channels, np.float32), keep_fp32=True)
-                   for v, f in (("zeros", np.zeros), ("ones", np.ones)))  # fmt: skip
-    affine = [e.const(f"{n.name}.{v}", t.reshape(-1), keep_fp32=True) for v, t in (("gamma", gamma), ("beta", beta))]
-    return e.node("BatchNormalization", [back, *affine, zeros, unit], n.name, epsilon=0.0)
+    e.nodes[index] = helper.make_node("LayerNormalization", [instance.input[0], ones], list(instance.output),
+                                      name=instance.name, epsilon=eps, axis=-1)  # fmt: skip
+    return out
 
 
 def _one_pass(e: Any, n: Any, x: str, groups: int, eps: float, gamma: Any, beta: Any) -> str:
