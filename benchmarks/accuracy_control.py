@@ -22,7 +22,6 @@ meaningful labels), with the onnx and openvino placement (x86-uint8) and with Te
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +32,11 @@ import numpy as np
 import openvino as ov
 import torch
 from openvino_vs_anchor import CONFIG
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import latency_protocol, machine_line, pyplot, save_json, save_markdown, script_arguments
 
 import bitedge
 from bitedge import load_model
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.placement import SYMMETRIC_INT8, X86_UINT8
 from bitedge.calibration.simulate import simulate
 from bitedge.fold import fold
@@ -138,7 +137,7 @@ def demo_part(work: Path, quick: bool) -> dict[str, Any]:
     rows["NNCF quantize_with_accuracy_control"]["convert_s"] = searched
 
     x = np.ascontiguousarray(pixels[:1])
-    protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+    protocol = latency_protocol(quick)
     stats = measure_interleaved({n: (lambda c=c: c(x)) for n, c in compiled.items()}, batch=1, threads=THREADS,
                                 protocol=protocol)  # fmt: skip
     for name, s in stats.items():
@@ -194,9 +193,7 @@ def r50_part(work: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true")
+    parser = script_arguments(__doc__)
     parser.add_argument("--skip-r50", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)

@@ -15,7 +15,6 @@ operations, so GFLOP/s reads GOP/s there).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import latency_protocol, machine_line, pyplot, save_json, save_markdown, script_arguments
 
 import bitedge
 from bitedge import load_model
 from bitedge.artifacts.manifest import Manifest
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import machine_info, measure_interleaved, paired_ratio
 from bitedge.converters.executorch import ExecuTorchConverter
 from bitedge.fold import fold
 from bitedge.model.demo import DEMO_CALIBRATION
@@ -132,7 +131,7 @@ def run(model_name: str, size: int, quick: bool) -> dict[str, Any]:
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(x.numpy()))
             flows[hand] = lambda m=method, p=tensor: m.execute([p])
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         with torch.no_grad():
             stats = measure_interleaved(flows, batch=1, threads=THREADS, protocol=protocol)
     gflop = 2 * count_macs(model.config, size) / 1e9
@@ -153,9 +152,7 @@ def _gate(flow: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true")
+    parser = script_arguments(__doc__)
     args = parser.parse_args()
     from importlib.metadata import version
 

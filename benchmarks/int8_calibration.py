@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import pyplot, save_json, save_markdown, script_arguments
 
 from bitedge import load_model
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved
@@ -169,9 +169,7 @@ def r50_part(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true")
+    parser = script_arguments(__doc__)
     parser.add_argument("--r50-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.r50_child:

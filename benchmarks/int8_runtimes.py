@@ -32,7 +32,6 @@ top-1 agreement against the float model on scikit-image's photos and flips of th
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import tempfile
 from collections.abc import Iterator
@@ -46,18 +45,26 @@ import openvino as ov
 import torch
 from onnx_fold_vs_unfolded import _session
 from openvino_vs_anchor import CONFIG, profile, transformers_ir
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import (
+    latency_protocol,
+    machine_line,
+    machine_with_isa,
+    pyplot,
+    save_json,
+    save_markdown,
+    script_arguments,
+)
 from suite import ort_kernel_ms
 
 from bitedge import load_model
 from bitedge.bench.peak import measure_peak
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import measure_interleaved, paired_ratio
 from bitedge.calibration.placement import SYMMETRIC_INT8
 from bitedge.calibration.simulate import simulate
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.onnx import OnnxConverter
 from bitedge.converters.openvino import OpenVinoConverter
-from bitedge.cpu import Cpu, detect_cpu
+from bitedge.cpu import Cpu
 from bitedge.fold import fold
 from bitedge.model.demo import DEMO_CALIBRATION, DEMO_EVAL
 from bitedge.model.presets import PRESETS
@@ -244,7 +251,7 @@ def run(model_name: str, quick: bool) -> dict[str, Any]:
             accuracy[name] = {"top1_agreement": m.top1_agreement, "snr_db": m.snr_db, "cosine": m.cosine_mean,
                               "accuracy": m.artifact_accuracy}  # fmt: skip
         x = np.ascontiguousarray(pixels[:1])
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         peak = measure_peak(THREADS)
         stats = measure_interleaved({n: (lambda f=f: f(x)) for n, f in flows.items()}, batch=1, threads=THREADS,
                                     protocol=protocol)  # fmt: skip
@@ -341,13 +348,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_arguments(__doc__)
     parser.add_argument("--models", nargs="+", default=["bit-m-r50x1", "bitedge/demo"])
-    parser.add_argument("--quick", action="store_true", help="short protocol (smoke test, not for results)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    machine = {**machine_info(), "isa": detect_cpu().value}
-    print(f"ISA found: {machine['isa']} (flags: {', '.join(machine['flags'])})", flush=True)
+    machine = machine_with_isa()
     results = [run(m, args.quick) for m in args.models]
     save_json(args.out, "int8_runtimes", {"machine": machine, "results": results})
     save_markdown(args.out, "int8_runtimes", markdown(results, machine))

@@ -22,7 +22,6 @@ median and the range over repetitions.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import RESULTS, convert_in_fresh_process, machine_line, pyplot, save_json, save_markdown
+from results_io import convert_in_fresh_process, machine_line, pyplot, save_json, save_markdown, script_arguments
 
 from bitedge.bench.protocol import LatencyStats, Protocol, machine_info, measure_interleaved, warm_up
 from bitedge.bench.run import open_target
@@ -93,9 +92,7 @@ def schemes(calls: dict[str, Callable[[], object]], protocol: Protocol) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true", help="short protocol (a smoke run, not for results)")
+    parser = script_arguments(__doc__)
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
     protocol = Protocol(3, 0.3, 10, 0.3) if args.quick else Protocol()

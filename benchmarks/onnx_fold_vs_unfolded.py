@@ -13,7 +13,6 @@ Needs the dev extra (transformers, scikit-image) and matplotlib; onnxscript is o
 
 from __future__ import annotations
 
-import argparse
 import collections
 import tempfile
 import time
@@ -25,7 +24,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from PIL import Image
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import pyplot, save_json, save_markdown, script_arguments
 
 from bitedge import load_model
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved
@@ -103,10 +102,8 @@ def _load_seconds(path: Path, threads: int, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_arguments(__doc__)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true", help="short protocol, for a smoke run")
     args = parser.parse_args()
     import transformers
 

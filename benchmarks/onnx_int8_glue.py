@@ -24,7 +24,6 @@ floor on int8 × fp32 with these kernels: the ratio reachable if the integer con
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
@@ -38,12 +37,12 @@ import torch
 from int8_runtimes import CONV_OPS, THREADS, eval_inputs
 from onnx import helper, numpy_helper
 from onnx_fold_vs_unfolded import _session
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import latency_protocol, machine_line, pyplot, save_json, save_markdown, script_arguments
 from suite import ort_kernel_ms
 
 import bitedge.converters._onnx_graph as graph
 from bitedge import load_model
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.simulate import simulate
 from bitedge.converters._onnx_group_norm import as_instance_norm
 from bitedge.converters.base import ExportSpec
@@ -191,7 +190,7 @@ def run(quick: bool) -> dict[str, Any]:
         outputs = {n: np.concatenate([s.run(None, {"pixel_values": p[None]})[0] for p in pixels])
                    for n, s in sessions.items()}  # fmt: skip
         x = np.ascontiguousarray(pixels[:1])
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         stats = measure_interleaved({n: (lambda s=s: s.run(None, {"pixel_values": x})) for n, s in sessions.items()},
                                     batch=1, threads=THREADS, protocol=protocol)  # fmt: skip
         ops = {name: ort_kernel_ms(path, x) for name, path in paths.items()}
@@ -255,9 +254,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short protocol (smoke test, not for results)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = script_arguments(__doc__)
     args = parser.parse_args()
     machine = machine_info()
     result = run(args.quick)

@@ -16,7 +16,6 @@ ISA found is printed and recorded.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import tempfile
 from pathlib import Path
@@ -27,15 +26,23 @@ import numpy as np
 import openvino as ov
 import torch
 from openvino_vs_anchor import CONFIG, transformers_ir
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import (
+    latency_protocol,
+    machine_line,
+    machine_with_isa,
+    pyplot,
+    save_json,
+    save_markdown,
+    script_arguments,
+)
 
 from bitedge import load_model
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import measure_interleaved, paired_ratio
 from bitedge.calibration.placement import SYMMETRIC_INT8, IntType, Placement
 from bitedge.calibration.simulate import simulate
 from bitedge.converters.base import ExportSpec
 from bitedge.converters.openvino import OpenVinoConverter
-from bitedge.cpu import Cpu, detect_cpu
+from bitedge.cpu import Cpu
 from bitedge.fold import fold
 from bitedge.model.demo import DEMO_CALIBRATION
 from bitedge.model.presets import PRESETS
@@ -127,7 +134,7 @@ def run(quick: bool) -> dict[str, Any]:
             profiled = core.compile_model(ir, "CPU", {**CONFIG, "PERF_COUNT": True})
             flows[name] = {"fake_quantize": fake_quantizes(ir), "convolutions": convolutions(compiled[name]),
                            "ms_by_kernel": counters(profiled, x)}  # fmt: skip
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         stats = measure_interleaved({n: (lambda c=c: c({0: x})) for n, c in compiled.items()}, batch=1, threads=2,
                                     protocol=protocol)  # fmt: skip
     for name, s in stats.items():
@@ -180,12 +187,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short protocol (smoke test, not for results)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = script_arguments(__doc__)
     args = parser.parse_args()
-    machine = {**machine_info(), "isa": detect_cpu().value}
-    print(f"ISA found: {machine['isa']} (flags: {', '.join(machine['flags'])})", flush=True)
+    machine = machine_with_isa()
     result = run(args.quick)
     save_json(args.out, "openvino_int8_diff", {"machine": machine, "result": result})
     save_markdown(args.out, "openvino_int8_diff", markdown(result, machine))

@@ -18,7 +18,6 @@ IR is also checked against the float model on the 400 held-out images. The per-l
 
 from __future__ import annotations
 
-import argparse
 import collections
 import tempfile
 from pathlib import Path
@@ -28,10 +27,10 @@ import nncf
 import numpy as np
 import openvino as ov
 import torch
-from results_io import RESULTS, pyplot, save_json, save_markdown
+from results_io import latency_protocol, pyplot, save_json, save_markdown, script_arguments
 
 from bitedge import load_model
-from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
+from bitedge.bench.protocol import machine_info, measure_interleaved, paired_ratio
 from bitedge.calibration.simulate import simulate
 from bitedge.converters._onnx_graph import build_onnx
 from bitedge.converters.base import ExportSpec
@@ -144,7 +143,7 @@ def run(model_name: str, quick: bool) -> dict[str, Any]:
                 }
         x = pixels[:1]
         requests = {name: c.create_infer_request() for name, c in compiled.items()}
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         stats = measure_interleaved(
             {name: (lambda r=r: r.infer({0: x})) for name, r in requests.items()}, batch=1, threads=2, protocol=protocol
         )
@@ -158,9 +157,7 @@ def run(model_name: str, quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true")
+    parser = script_arguments(__doc__)
     args = parser.parse_args()
     torch.set_num_threads(2)
     core = ov.Core()

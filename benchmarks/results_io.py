@@ -1,14 +1,40 @@
-"""Shared by the benchmark scripts: how results are written (JSON + Markdown, printed) and plotted."""
+"""Shared by the benchmark scripts: their command line, the quick protocol, and how results are written (JSON +
+Markdown, printed) and plotted."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from bitedge.bench.protocol import Protocol, machine_info
+from bitedge.cpu import detect_cpu
+
 RESULTS = Path(__file__).parent / "results"
+QUICK = Protocol(3, 0.3, 15, 0.5)  # --quick: a smoke run, not for results
+
+
+def script_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring as the help, ``--out`` (the results folder) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="short protocol (a smoke run, not for results)")
+    return parser
+
+
+def latency_protocol(quick: bool) -> Protocol:
+    """The latency protocol: bitedge's, or ``QUICK`` for a smoke run."""
+    return QUICK if quick else Protocol()
+
+
+def machine_with_isa() -> dict[str, Any]:
+    """``machine_info()`` with the ISA ``--cpu auto`` picks here, printed first (the int8 benchmarks)."""
+    machine = {**machine_info(), "isa": detect_cpu().value}
+    print(f"ISA found: {machine['isa']} (flags: {', '.join(machine['flags'])})", flush=True)
+    return machine
 
 
 def pyplot() -> Any:

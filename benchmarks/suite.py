@@ -21,7 +21,6 @@ fp32 matrix-multiply throughput of 2 threads, so each result reads as a fraction
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -40,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from onnx_fold_vs_unfolded import _export_anchors, _session
 from openvino_vs_anchor import ANCHOR, CONFIG, DEFAULT, build, profile
-from results_io import RESULTS, machine_line, pyplot, save_json, save_markdown
+from results_io import latency_protocol, machine_line, pyplot, save_json, save_markdown, script_arguments
 
 from bitedge.bench.protocol import Protocol, machine_info, measure_interleaved, paired_ratio
 from bitedge.converters.base import ExportSpec
@@ -188,7 +187,7 @@ def run(model_name: str, quick: bool) -> dict[str, Any]:
                 m = compare(reference, np.concatenate([fn(p[None]) for p in pixels]), labels)
                 result["flows"][name] = {"top1_agreement": m.top1_agreement, "accuracy": m.artifact_accuracy}
         x = np.ascontiguousarray(pixels[:1])
-        protocol = Protocol(3, 0.3, 15, 0.5) if quick else Protocol()
+        protocol = latency_protocol(quick)
         stats = measure_interleaved(
             {n: (lambda f=f: f(x)) for n, f in runs.items()}, batch=1, threads=2, protocol=protocol
         )
@@ -209,9 +208,7 @@ def run(model_name: str, quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true")
+    parser = script_arguments(__doc__)
     args = parser.parse_args()
     kept = keep_freed_memory()  # eager at its fastest: see bench.keep_freed_memory
     result = {
